@@ -1,0 +1,77 @@
+"""MNIST-1D, generated offline and cached, and the per-digit prime inverse patterns."""
+import hashlib
+import json
+import math
+import os
+import random
+from pathlib import Path
+
+import numpy as np
+import torch
+
+from .io import save_torch
+
+SIGNAL_LENGTH = 40
+NUM_CLASSES = 10
+
+
+def default_cache_dir() -> Path:
+    return Path(os.environ.get("PYDIFFUSION_CACHE", Path.home() / ".cache" / "pydiffusion"))
+
+
+def _generation_args():
+    import mnist1d.data
+
+    args = mnist1d.data.get_dataset_args()
+    return args, {k: v for k, v in vars(args).items() if k != "url"}
+
+
+def load_mnist1d(cache_dir=None):
+    """(x, y, x_test, y_test): float32 [4000, 40], int64 [4000], float32 [1000, 40], int64 [1000].
+
+    Generated with mnist1d.data.make_dataset (never downloaded) and cached in a file keyed by
+    the generation arguments. mnist1d reseeds the global numpy and random RNGs; their states
+    are restored so the caller's randomness is untouched.
+    """
+    args, key_args = _generation_args()
+    key = hashlib.sha256(json.dumps(key_args, sort_keys=True).encode()).hexdigest()[:16]
+    path = Path(cache_dir or default_cache_dir()) / f"mnist1d-{key}.pt"
+    if path.exists():
+        d = torch.load(path)
+    else:
+        import mnist1d.data
+
+        np_state, py_state = np.random.get_state(), random.getstate()
+        try:
+            raw = mnist1d.data.make_dataset(args)
+        finally:
+            np.random.set_state(np_state)
+            random.setstate(py_state)
+        d = {
+            "x": torch.from_numpy(raw["x"]).float(),
+            "y": torch.from_numpy(raw["y"]).long(),
+            "x_test": torch.from_numpy(raw["x_test"]).float(),
+            "y_test": torch.from_numpy(raw["y_test"]).long(),
+            "args": key_args,
+        }
+        save_torch(d, path)
+    return d["x"], d["y"], d["x_test"], d["y_test"]
+
+
+def prime_inverse(x: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
+    """P_y(x): the deterministic pattern of digit y applied to each signal x [B, 40]."""
+    if x.dim() != 2 or y.shape != x.shape[:1]:
+        raise ValueError(f"prime_inverse expects x [B, L] and y [B], got {tuple(x.shape)} and {tuple(y.shape)}")
+    patterns = torch.stack([
+        -x,
+        torch.roll(x, 10, dims=-1),
+        torch.flip(x, dims=[-1]),
+        torch.roll(torch.flip(x, dims=[-1]), 10, dims=-1),
+        -torch.roll(x, 20, dims=-1),
+        torch.sin(x * math.pi / 5),
+        torch.tanh(x),
+        x * x.abs(),
+        torch.sign(x) * x.abs().sqrt(),
+        torch.cos(x * math.pi / 5) + 1,
+    ])
+    return patterns[y.long(), torch.arange(x.shape[0], device=x.device)]

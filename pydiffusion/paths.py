@@ -1,0 +1,89 @@
+"""Noise paths x_t = a_t * x0 + s_t * eps and their posteriors (DESIGN.md section 3).
+
+Coefficient tables are float64 tensors of length T+1 with a[0] = 1, s[0] = 0.
+"""
+import math
+
+import torch
+
+NOISE_KINDS = ("gaussian", "convex")
+SCHEDULES = ("linear", "quadratic", "cosine")
+PREDICTIONS = ("eps", "x0", "v")
+
+
+def beta_schedule(schedule: str, T: int) -> torch.Tensor:
+    """Betas for t = 1..T, scaled by 1000/T as in improved-diffusion, clipped to <= 0.999."""
+    scale = 1000.0 / T
+    if schedule == "linear":
+        betas = torch.linspace(scale * 1e-4, scale * 0.02, T, dtype=torch.float64)
+    elif schedule == "quadratic":
+        betas = torch.linspace(math.sqrt(scale * 1e-4), math.sqrt(scale * 0.02), T, dtype=torch.float64) ** 2
+    elif schedule == "cosine":
+        def abar(u):
+            return math.cos((u + 0.008) / 1.008 * math.pi / 2) ** 2
+        betas = torch.tensor([1 - abar(i / T) / abar((i - 1) / T) for i in range(1, T + 1)], dtype=torch.float64)
+    else:
+        raise ValueError(f"unknown schedule {schedule!r}; choose one of {SCHEDULES}")
+    return betas.clamp(max=0.999)
+
+
+class NoisePath:
+    """Coefficient tables `a`, `s` (float64, length T+1) of a gaussian or convex path."""
+
+    def __init__(self, kind: str = "gaussian", T: int = 20, schedule: str = "linear"):
+        if kind not in NOISE_KINDS:
+            raise ValueError(f"unknown noise path {kind!r}; choose one of {NOISE_KINDS}")
+        if int(T) < 2:
+            raise ValueError(f"T must be an integer >= 2, got {T}")
+        self.kind, self.T, self.schedule = kind, int(T), schedule
+        if kind == "gaussian":
+            self.betas = beta_schedule(schedule, self.T)
+            abar = torch.cat([torch.ones(1, dtype=torch.float64), torch.cumprod(1 - self.betas, 0)])
+            self.a, self.s = abar.sqrt(), (1 - abar).sqrt()
+        else:
+            lam = 0.999 * torch.arange(self.T + 1, dtype=torch.float64) / self.T
+            self.a, self.s = 1 - lam, lam
+
+    def __repr__(self):
+        return f"NoisePath({self.kind!r}, T={self.T}, schedule={self.schedule!r})"
+
+    def snr(self) -> torch.Tensor:
+        return self.a**2 / self.s**2
+
+    def posterior(self, t, s):
+        """(coef_xt, coef_x0, post_var) of q(x_s | x_t, x0) for s < t, as float64 tensors."""
+        t, s = torch.as_tensor(t), torch.as_tensor(s)
+        a_t, s_t, a_s, s_s = self.a[t], self.s[t], self.a[s], self.s[s]
+        a_ts = a_t / a_s
+        var_ts = s_t**2 - a_ts**2 * s_s**2
+        return a_ts * s_s**2 / s_t**2, a_s * var_ts / s_t**2, var_ts * s_s**2 / s_t**2
+
+    def x0_from_output(self, out, x_t, t, prediction: str):
+        """x0_hat read from the network output under a parameterisation (unclamped)."""
+        a, s = self.coef(t, x_t)
+        if prediction == "eps":
+            return (x_t - s * out) / a
+        if prediction == "x0":
+            return out
+        if prediction == "v":
+            return (a * x_t - s * out) / (a**2 + s**2)
+        raise ValueError(f"unknown prediction {prediction!r}; choose one of {PREDICTIONS}")
+
+    def target(self, x0, eps, t, prediction: str):
+        """What the network should output at x_t = a_t x0 + s_t eps."""
+        if prediction == "eps":
+            return eps
+        if prediction == "x0":
+            return x0
+        if prediction == "v":
+            a, s = self.coef(t, x0)
+            return a * eps - s * x0
+        raise ValueError(f"unknown prediction {prediction!r}; choose one of {PREDICTIONS}")
+
+    def coef(self, t, like: torch.Tensor):
+        """a_t, s_t gathered per sample and shaped to broadcast against `like` [B, ...]."""
+        t = torch.as_tensor(t, device=self.a.device).long()
+        shape = (-1,) + (1,) * (like.dim() - 1) if t.dim() else ()
+        a = self.a[t].to(like.device, like.dtype).reshape(shape)
+        s = self.s[t].to(like.device, like.dtype).reshape(shape)
+        return a, s
