@@ -1,0 +1,184 @@
+"""Training configuration: defaults, and validation at the edge.
+
+A config is a flat mapping; every key, its type and its valid values are declared once in
+DEFAULTS / CHOICES / CHECKS below. `load_config` merges a YAML file and `key=value`
+overrides onto the defaults and raises ConfigError (one line naming the key and the valid
+choices) before any work starts.
+"""
+from pathlib import Path
+
+import yaml
+
+DEFAULTS = {
+    # data
+    "data_cache": None,          # folder for the generated MNIST-1D (default $PYDIFFUSION_CACHE or ~/.cache/pydiffusion)
+    # diffusion
+    "noise": "gaussian",
+    "schedule": "linear",
+    "T": 20,
+    "prediction": "eps",
+    "clip": 5.0,                 # clamp x0_hat to [-clip, clip]; 0 disables
+    "loss": "mse",
+    "training": "implicit",
+    # semi-implicit loss weights (DESIGN.md section 4) and consistency weight
+    "w_forward": 1.0,
+    "w_inverse": 1.0,
+    "w_rt_fi": 0.5,
+    "w_rt_if": 0.5,
+    "detach_intermediate": True,
+    "w_consistency": 0.5,
+    # model
+    "model": "unet",
+    "channels": 32,
+    "channel_mult": [1, 2, 4],
+    "blocks_per_level": 1,
+    "attention": True,
+    "emb_dim": 128,
+    "cfg_dropout": 0.1,
+    # optimisation
+    "epochs": 30,
+    "batch_size": 128,
+    "lr": 2e-3,
+    "weight_decay": 0.0,
+    "warmup_epochs": 1,
+    "grad_clip": 1.0,
+    "ema_decay": 0.995,
+    "accum_steps": 1,
+    "seed": 0,
+    "device": "auto",
+    "threads": 0,                # torch intra-op threads; 0 keeps torch's default
+    "checkpoint_every": 5,
+    # evaluation and sampling
+    "eval_seed": 1234,
+    "psnr_timesteps": [5, 10, 15],
+    "sampler": "ddim",
+    "sample_steps": 20,
+    "eta": 0.0,
+    "guidance": 1.0,
+    "n_samples": 100,
+    # tracking
+    "wandb_mode": "disabled",
+    "wandb_project": "pydiffusion-mnist1d",
+    "wandb_group": None,
+    "wandb_name": None,
+}
+
+CHOICES = {
+    "noise": ("gaussian", "convex"),
+    "schedule": ("linear", "quadratic", "cosine"),
+    "prediction": ("eps", "x0", "v"),
+    "loss": ("mse", "kl"),
+    "training": ("implicit", "semi_implicit", "consistency"),
+    "model": ("unet", "mlp"),
+    "device": ("auto", "cpu", "cuda"),
+    "sampler": ("ddpm", "ddim"),
+    "wandb_mode": ("disabled", "offline", "online"),
+}
+
+# key -> (predicate, description of the valid values)
+CHECKS = {
+    "T": (lambda v: v >= 2, "an integer >= 2"),
+    "clip": (lambda v: v >= 0, ">= 0 (0 disables clamping)"),
+    "channels": (lambda v: v >= 8 and v % 8 == 0, "a multiple of 8, >= 8 (GroupNorm uses 8 groups)"),
+    "channel_mult": (lambda v: 1 <= len(v) <= 3 and all(isinstance(m, int) and m >= 1 for m in v),
+                     "a list of 1 to 3 positive integers (40 -> 20 -> 10)"),
+    "blocks_per_level": (lambda v: v >= 1, "an integer >= 1"),
+    "emb_dim": (lambda v: v >= 8 and v % 2 == 0, "an even integer >= 8"),
+    "cfg_dropout": (lambda v: 0 <= v < 1, "in [0, 1)"),
+    "epochs": (lambda v: v >= 1, "an integer >= 1"),
+    "batch_size": (lambda v: v >= 1, "an integer >= 1"),
+    "lr": (lambda v: v > 0, "> 0"),
+    "weight_decay": (lambda v: v >= 0, ">= 0"),
+    "warmup_epochs": (lambda v: v >= 0, ">= 0"),
+    "grad_clip": (lambda v: v >= 0, ">= 0 (0 disables clipping)"),
+    "ema_decay": (lambda v: 0 <= v < 1, "in [0, 1)"),
+    "accum_steps": (lambda v: v >= 1, "an integer >= 1"),
+    "threads": (lambda v: v >= 0, "an integer >= 0 (0 keeps torch's default)"),
+    "checkpoint_every": (lambda v: v >= 1, "an integer >= 1 (epochs)"),
+    "psnr_timesteps": (lambda v: len(v) >= 1 and all(isinstance(t, int) and t >= 1 for t in v),
+                       "a non-empty list of timesteps in [1, T]"),
+    "sample_steps": (lambda v: v >= 1, "an integer >= 1 (at most T)"),
+    "eta": (lambda v: 0 <= v <= 1, "in [0, 1]"),
+    "guidance": (lambda v: v >= 0, ">= 0 (1 = conditional, 0 = unconditional)"),
+    "n_samples": (lambda v: v >= 1, "an integer >= 1"),
+    **{k: (lambda v: v >= 0, ">= 0") for k in ("w_forward", "w_inverse", "w_rt_fi", "w_rt_if", "w_consistency")},
+}
+
+
+class ConfigError(ValueError):
+    """A bad configuration: the message names the key and what is valid."""
+
+
+def _type_ok(key, value):
+    default = DEFAULTS[key]
+    if default is None:
+        return value is None or isinstance(value, str)
+    if isinstance(default, bool):
+        return isinstance(value, bool)
+    if isinstance(default, int):
+        return isinstance(value, int) and not isinstance(value, bool)
+    if isinstance(default, float):
+        return isinstance(value, (int, float)) and not isinstance(value, bool)
+    return isinstance(value, type(default))
+
+
+def _yaml_float(text: str):
+    """YAML 1.1 reads `1e-3` (no dot) as a string; researchers mean the number."""
+    try:
+        return float(text)
+    except ValueError:
+        return text
+
+
+def validate(cfg: dict) -> dict:
+    """Return a complete, checked copy of `cfg` (defaults filled in); raise ConfigError."""
+    unknown = sorted(set(cfg) - set(DEFAULTS))
+    if unknown:
+        raise ConfigError(f"unknown config key {unknown[0]!r}; valid keys: {', '.join(DEFAULTS)}")
+    out = {**DEFAULTS, **cfg}
+    for key, value in out.items():
+        if isinstance(DEFAULTS[key], float) and isinstance(value, str):
+            value = _yaml_float(value)
+        if not _type_ok(key, value):
+            expected = "a string or null" if DEFAULTS[key] is None else type(DEFAULTS[key]).__name__
+            raise ConfigError(f"config key {key!r} must be {expected}, got {value!r}")
+        if isinstance(DEFAULTS[key], float):
+            out[key] = float(value)
+        if key in CHOICES and value not in CHOICES[key]:
+            raise ConfigError(f"config key {key!r} is {value!r}; choose one of {', '.join(CHOICES[key])}")
+        if key in CHECKS and not CHECKS[key][0](value):
+            raise ConfigError(f"config key {key!r} is {value!r}; it must be {CHECKS[key][1]}")
+    if out["sample_steps"] > out["T"]:
+        raise ConfigError(f"config key 'sample_steps' is {out['sample_steps']}; it must be <= T ({out['T']})")
+    bad = [t for t in out["psnr_timesteps"] if t > out["T"]]
+    if bad:
+        raise ConfigError(f"config key 'psnr_timesteps' has {bad[0]} > T ({out['T']}); use timesteps in [1, T]")
+    return out
+
+
+def parse_overrides(pairs) -> dict:
+    """['key=value', ...] -> dict, each value parsed as YAML (so 3, 1e-3, true, [1,2] work)."""
+    out = {}
+    for pair in pairs or ():
+        key, sep, value = pair.partition("=")
+        if not sep or not key:
+            raise ConfigError(f"override {pair!r} is not key=value (for example --set epochs=5)")
+        out[key.strip()] = yaml.safe_load(value)
+    return out
+
+
+def load_config(path=None, overrides=None) -> dict:
+    """Defaults <- YAML file <- overrides, validated."""
+    cfg = {}
+    if path is not None:
+        path = Path(path)
+        if not path.is_file():
+            raise ConfigError(f"config file {str(path)!r} does not exist")
+        try:
+            cfg = yaml.safe_load(path.read_text()) or {}
+        except yaml.YAMLError as e:
+            raise ConfigError(f"config file {str(path)!r} is not valid YAML: {e}".splitlines()[0]) from None
+        if not isinstance(cfg, dict):
+            raise ConfigError(f"config file {str(path)!r} must hold a mapping of key: value")
+    cfg.update(parse_overrides(overrides) if not isinstance(overrides, dict) else overrides)
+    return validate(cfg)
