@@ -30,7 +30,7 @@ DEFAULTS = {
     # model
     "model": "unet",
     "channels": 32,
-    "channel_mult": [1, 2, 4],
+    "channel_mult": [1, 2, 2],    # 32-64-64: about 0.42M parameters
     "blocks_per_level": 1,
     "attention": True,
     "emb_dim": 128,

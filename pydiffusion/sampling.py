@@ -1,0 +1,82 @@
+"""Samplers as short functions over a denoiser f(x_t, t) -> network output.
+
+`guided(model, y, guidance)` turns the network into such a denoiser (classifier-free guidance).
+Every reverse step goes through `ops.posterior_step`: DDPM is all T steps with eta = 1, DDIM a
+respaced subsequence with any eta. The z = 1 (inverse) direction and both roundtrips are here too.
+"""
+import torch
+
+from . import ops
+from .models import NULL_LABEL
+from .paths import NoisePath
+
+
+def guided(model, y: torch.Tensor, guidance: float = 1.0, z: int = 0):
+    """Denoiser f(x, t) for labels y: out_u + g * (out_c - out_u); g = 1 is one conditional pass,
+    g = 0 one unconditional pass."""
+    null = torch.full_like(y, NULL_LABEL)
+
+    def f(x, t: int):
+        tt = torch.full_like(y, t)
+        zz = torch.full_like(y, z)
+        if guidance == 1:
+            return model(x, tt, zz, y)
+        if guidance == 0:
+            return model(x, tt, zz, null)
+        out_c, out_u = model(torch.cat([x, x]), torch.cat([tt, tt]), torch.cat([zz, zz]), torch.cat([y, null])).chunk(2)
+        return out_u + guidance * (out_c - out_u)
+
+    return f
+
+
+def timesteps_for(T: int, steps: int) -> list:
+    """Descending respaced timesteps from T to 0 with `steps` reverse steps (evenly spaced)."""
+    if not 1 <= steps <= T:
+        raise ValueError(f"steps must be in [1, T={T}], got {steps}")
+    return [round(T * (steps - i) / steps) for i in range(steps + 1)]
+
+
+@torch.no_grad()
+def sample_ddim(f, x, path: NoisePath, steps=None, eta: float = 0.0, prediction: str = "eps", clip: float = 5.0,
+                generator=None, trajectory: bool = False):
+    """DDIM (eta = 0) to DDPM-like (eta = 1) sampling from x = x_T ~ N(0, I) over `steps` respaced steps.
+
+    Returns x_0, or (x_0, [x_T, ..., x_0]) when `trajectory` is true.
+    """
+    ts = timesteps_for(path.T, steps or path.T)
+    xs = [x]
+    for t, s in zip(ts[:-1], ts[1:]):
+        z = torch.randn(x.shape, generator=generator, device=x.device, dtype=x.dtype) if eta > 0 else torch.zeros_like(x)
+        x, _ = ops.posterior_step(x, f(x, t), t, s, path, z, eta, prediction, clip)
+        xs.append(x)
+    return (x, xs) if trajectory else x
+
+
+def sample_ddpm(f, x, path: NoisePath, prediction: str = "eps", clip: float = 5.0, generator=None,
+                trajectory: bool = False):
+    """DDPM ancestral sampling: every step t -> t-1 with the fixed small variance (eta = 1)."""
+    return sample_ddim(f, x, path, path.T, 1.0, prediction, clip, generator, trajectory)
+
+
+@torch.no_grad()
+def to_prime(model, x0, y, t: int = 1):
+    """The z = 1 map: the network's prime inverse P_y(x0), read directly from its output."""
+    return model(x0, torch.full_like(y, t), torch.ones_like(y), y)
+
+
+@torch.no_grad()
+def denoise(model, path: NoisePath, x_t, t: int, y, prediction: str = "eps", clip: float = 5.0):
+    """x0_hat from one z = 0 pass at timestep t."""
+    tt = torch.full_like(y, t)
+    x0 = path.x0_from_output(model(x_t, tt, torch.zeros_like(y), y), x_t, tt, prediction)
+    return x0.clamp(-clip, clip) if clip > 0 else x0
+
+
+def roundtrip_forward_inverse(model, path, x_t, t: int, y, prediction="eps", clip=5.0):
+    """x_t -> x0_hat (z = 0) -> prime inverse (z = 1): should approach P_y(x0)."""
+    return to_prime(model, denoise(model, path, x_t, t, y, prediction, clip), y, t)
+
+
+def roundtrip_inverse_forward(model, path, x0, t: int, y, prediction="eps", clip=5.0):
+    """x0 -> p_hat (z = 1) -> denoise p_hat as if it were x_t (z = 0): should approach x0."""
+    return denoise(model, path, to_prime(model, x0, y, t), t, y, prediction, clip)
