@@ -1,0 +1,172 @@
+"""pydiffusion command line: data, train, evaluate, sample, doctor.
+
+Bad input (a config error, a missing run) is one line on stderr and exit status 2, before any
+work starts.
+"""
+import argparse
+import os
+import platform
+import sys
+import time
+import warnings
+from pathlib import Path
+
+from .config import ConfigError, load_config
+
+
+def cmd_data(args):
+    from .data import default_cache_dir, load_mnist1d
+
+    x, _, x_test, _ = load_mnist1d(args.cache)
+    print(f"MNIST-1D: {x.shape[0]} train, {x_test.shape[0]} test signals of length {x.shape[1]} "
+          f"cached in {args.cache or default_cache_dir()}")
+
+
+def cmd_train(args):
+    from .training import train
+
+    cfg = load_config(args.config, args.set)
+    metrics = train(cfg, args.out)
+    print(f"test_mse={metrics['test_mse']:.4f} (forward {metrics['test_mse_forward']:.4f}, inverse "
+          f"{metrics['test_mse_inverse']:.4f}) test_kl={metrics['test_kl']:.4f} nats/dim "
+          f"in {metrics['train_time_s']:.1f} s; wrote {Path(args.out) / 'metrics.json'}")
+
+
+def cmd_evaluate(args):
+    import json
+
+    from .data import load_mnist1d
+    from .io import save_json
+    from .models import count_parameters
+    from .training import evaluate_run, load_run
+
+    model, path, cfg = load_run(args.run)
+    _, _, x_test, y_test = load_mnist1d(cfg["data_cache"])
+    history = json.loads((Path(args.run) / "history.json").read_text())
+    metrics = evaluate_run(model, path, cfg, history, x_test, y_test, count_parameters(model))
+    out = Path(args.out or Path(args.run) / "metrics.json")
+    save_json(metrics, out)
+    print(f"test_mse={metrics['test_mse']:.4f} test_kl={metrics['test_kl']:.4f}; wrote {out}")
+
+
+def cmd_sample(args):
+    import torch
+
+    from .data import NUM_CLASSES
+    from .io import save_torch
+    from .models import NULL_LABEL
+    from .sampling import guided, sample_ddim, sample_ddpm
+    from .training import load_run
+
+    model, path, cfg = load_run(args.run)
+    steps = args.steps or cfg["sample_steps"]
+    if not 1 <= steps <= path.T:
+        raise ConfigError(f"--steps is {steps}; it must be in [1, T={path.T}]")
+    if args.n < 1 or not 0 <= args.eta <= 1 or args.guidance < 0:
+        raise ConfigError(f"need --n >= 1, --eta in [0, 1] and --guidance >= 0; got {args.n}, {args.eta}, {args.guidance}")
+    gen = torch.Generator().manual_seed(args.seed)
+    y = torch.arange(args.n) % NUM_CLASSES if args.guidance != 0 else torch.full((args.n,), NULL_LABEL)
+    x_T = torch.randn((args.n, 40), generator=gen)
+    f = guided(model, y, args.guidance)
+    t0 = time.perf_counter()
+    if args.sampler == "ddpm":
+        x = sample_ddpm(f, x_T, path, cfg["prediction"], cfg["clip"], gen)
+    else:
+        x = sample_ddim(f, x_T, path, steps, args.eta, cfg["prediction"], cfg["clip"], gen)
+    dt = time.perf_counter() - t0
+    save_torch({"x": x, "y": y, "sampler": args.sampler, "steps": steps, "eta": args.eta, "guidance": args.guidance},
+               args.out)
+    print(f"{args.n} samples ({args.sampler}, {steps} steps) in {dt:.2f} s; wrote {args.out}")
+
+
+def cmd_doctor(args):
+    """Pre-flight check: every part a run needs, one line each; exit 1 if any fails."""
+    failed = False
+
+    def check(name, fn):
+        nonlocal failed
+        try:
+            print(f"ok    {name}: {fn()}")
+        except Exception as e:  # report every failure, not just the first
+            failed = True
+            print(f"FAIL  {name}: {type(e).__name__}: {e}")
+
+    def imports():
+        import mnist1d, torch, wandb, yaml  # noqa: F401
+        return f"python {platform.python_version()}, torch {torch.__version__}, wandb {wandb.__version__}"
+
+    def backend():
+        from . import ops
+        return ops.backend("cpu")
+
+    def wandb_mode():
+        from .tracking import resolve_mode
+        key = "set" if os.environ.get("WANDB_API_KEY") else "not set"
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")
+            return f"WANDB_API_KEY {key}; wandb_mode online would run {resolve_mode('online')}"
+
+    def data():
+        from .data import load_mnist1d
+        t0 = time.perf_counter()
+        x, _, x_test, _ = load_mnist1d()
+        return f"{x.shape[0]}+{x_test.shape[0]} signals in {time.perf_counter() - t0:.1f} s"
+
+    def cuda():
+        import torch
+        if not torch.cuda.is_available():
+            return "no CUDA GPU (training runs on the CPU)"
+        from . import ops
+        return f"{torch.cuda.get_device_name()} (ops backend {ops.backend('cuda')})"
+
+    for name, fn in [("imports", imports), ("ops backend", backend), ("W&B", wandb_mode), ("data", data), ("CUDA", cuda)]:
+        check(name, fn)
+    return 1 if failed else 0
+
+
+def build_parser():
+    p = argparse.ArgumentParser(prog="pydiffusion", description=__doc__.splitlines()[0])
+    sub = p.add_subparsers(dest="command", required=True)
+
+    s = sub.add_parser("data", help="generate and cache MNIST-1D")
+    s.add_argument("--cache", help="cache folder (default $PYDIFFUSION_CACHE or ~/.cache/pydiffusion)")
+    s.set_defaults(fn=cmd_data)
+
+    s = sub.add_parser("train", help="train one configuration (resumes from OUT/checkpoint.pt)")
+    s.add_argument("--config", help="YAML file of config keys (see pydiffusion/config.py)")
+    s.add_argument("--out", required=True, help="run directory")
+    s.add_argument("--set", nargs="*", default=[], metavar="KEY=VALUE", help="override config keys")
+    s.set_defaults(fn=cmd_train)
+
+    s = sub.add_parser("evaluate", help="recompute a run's test metrics with its EMA weights")
+    s.add_argument("--run", required=True)
+    s.add_argument("--out", help="metrics file (default RUN/metrics.json)")
+    s.set_defaults(fn=cmd_evaluate)
+
+    s = sub.add_parser("sample", help="draw class-conditional samples from a trained run")
+    s.add_argument("--run", required=True)
+    s.add_argument("--n", type=int, default=100)
+    s.add_argument("--sampler", choices=("ddim", "ddpm"), default="ddim")
+    s.add_argument("--steps", type=int, help="DDIM steps (default: the run's sample_steps)")
+    s.add_argument("--eta", type=float, default=0.0)
+    s.add_argument("--guidance", type=float, default=1.0, help="classifier-free guidance scale; 0 = unconditional")
+    s.add_argument("--seed", type=int, default=0)
+    s.add_argument("--out", required=True, help="a .pt file with x [N, 40] and y [N]")
+    s.set_defaults(fn=cmd_sample)
+
+    s = sub.add_parser("doctor", help="check imports, ops backend, W&B mode, data generation and CUDA")
+    s.set_defaults(fn=cmd_doctor)
+    return p
+
+
+def main(argv=None):
+    args = build_parser().parse_args(argv)
+    try:
+        return args.fn(args) or 0
+    except (ConfigError, FileNotFoundError) as e:
+        print(f"pydiffusion {args.command}: error: {e}", file=sys.stderr)
+        return 2
+
+
+if __name__ == "__main__":
+    sys.exit(main())
