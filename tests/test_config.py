@@ -1,0 +1,75 @@
+"""Every bad configuration is a one-line error naming the key, before any work starts."""
+import subprocess
+import sys
+
+import pytest
+
+from pydiffusion.config import DEFAULTS, ConfigError, load_config, parse_overrides, validate
+
+BAD = [
+    ({"T": 1}, "'T'.*>= 2"),
+    ({"T": 2.5}, "'T' must be int"),
+    ({"loss": "l1"}, "'loss'.*mse, kl"),
+    ({"noise": "uniform"}, "'noise'.*gaussian, convex"),
+    ({"training": "explicit"}, "'training'.*implicit, semi_implicit, consistency"),
+    ({"prediction": "score"}, "'prediction'.*eps, x0, v"),
+    ({"schedule": "sigmoid"}, "'schedule'"),
+    ({"lr": -1e-3}, "'lr'.*> 0"),
+    ({"lr": "fast"}, "'lr' must be float"),
+    ({"epochs": 0}, "'epochs'"),
+    ({"batch_size": 0}, "'batch_size'"),
+    ({"channels": 12}, "'channels'.*multiple of 8"),
+    ({"channel_mult": [1, 2, 2, 2]}, "'channel_mult'"),
+    ({"cfg_dropout": 1.0}, "'cfg_dropout'"),
+    ({"ema_decay": 1.0}, "'ema_decay'"),
+    ({"eta": 2.0}, "'eta'"),
+    ({"sample_steps": 50}, "'sample_steps'.*<= T"),
+    ({"psnr_timesteps": [5, 30]}, "'psnr_timesteps'"),
+    ({"device": "tpu"}, "'device'.*auto, cpu, cuda"),
+    ({"wandb_mode": "cloud"}, "'wandb_mode'"),
+    ({"attention": "yes"}, "'attention' must be bool"),
+    ({"w_inverse": -1.0}, "'w_inverse'"),
+    ({"learning_rate": 1e-3}, "unknown config key 'learning_rate'"),
+]
+
+
+@pytest.mark.parametrize("cfg,message", BAD, ids=[next(iter(c)) for c, _ in BAD])
+def test_bad_config_names_the_key(cfg, message):
+    with pytest.raises(ConfigError, match=message) as err:
+        validate(cfg)
+    assert "\n" not in str(err.value)
+
+
+def test_defaults_are_valid_and_yaml_numbers_are_read():
+    assert validate({}) == {**DEFAULTS, "clip": 5.0}
+    assert validate({"lr": "1e-3"})["lr"] == 1e-3  # YAML 1.1 reads 1e-3 as a string
+    assert validate({"lr": 1})["lr"] == 1.0
+    assert parse_overrides(["epochs=5", "channel_mult=[1,2]", "attention=false"]) == {
+        "epochs": 5, "channel_mult": [1, 2], "attention": False}
+    with pytest.raises(ConfigError, match="key=value"):
+        parse_overrides(["epochs"])
+
+
+def test_config_file_errors(tmp_path):
+    with pytest.raises(ConfigError, match="does not exist"):
+        load_config(tmp_path / "missing.yaml")
+    bad = tmp_path / "bad.yaml"
+    bad.write_text("epochs: [1\n")
+    with pytest.raises(ConfigError, match="not valid YAML"):
+        load_config(bad)
+    bad.write_text("- 1\n- 2\n")
+    with pytest.raises(ConfigError, match="mapping"):
+        load_config(bad)
+    good = tmp_path / "good.yaml"
+    good.write_text("epochs: 7\nloss: kl\n")
+    cfg = load_config(good, ["epochs=9"])
+    assert cfg["epochs"] == 9 and cfg["loss"] == "kl"
+
+
+def test_cli_rejects_bad_config_before_any_work(tmp_path):
+    out = tmp_path / "run"
+    r = subprocess.run([sys.executable, "-m", "pydiffusion.cli", "train", "--out", str(out), "--set", "T=1"],
+                       capture_output=True, text=True)
+    assert r.returncode == 2
+    assert r.stderr.strip() == "pydiffusion train: error: config key 'T' is 1; it must be an integer >= 2"
+    assert not out.exists(), "nothing may be written for a bad config"
