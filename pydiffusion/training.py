@@ -44,6 +44,12 @@ def resolve_device(name: str) -> torch.device:
     return torch.device(name)
 
 
+def set_threads(cfg: dict):
+    """Use the config's intra-op thread count (float reductions, hence results, depend on it)."""
+    if cfg["threads"]:
+        torch.set_num_threads(cfg["threads"])
+
+
 def lr_at(step: int, total: int, warmup: int, base: float) -> float:
     """Linear warm-up to `base`, then cosine decay to 0 at `total`."""
     if step < warmup:
@@ -60,13 +66,14 @@ def ema_update(ema, model, decay: float, step: int):
 
 
 def load_run(run_dir):
-    """(ema_model, path, cfg) of a trained run, on the CPU, in eval mode."""
+    """(ema_model, path, cfg) of a trained run, on the CPU, in eval mode, with the run's thread count."""
     run_dir = Path(run_dir)
     ckpt_file = run_dir / "checkpoint.pt"
     if not ckpt_file.exists():
         raise FileNotFoundError(f"{ckpt_file} does not exist; train first with `pydiffusion train --out {run_dir}`")
     ckpt = torch.load(ckpt_file, map_location="cpu", weights_only=False)
     cfg = validate(ckpt["config"])
+    set_threads(cfg)
     model = build_model(cfg)
     model.load_state_dict(ckpt["ema"])
     return model.eval(), NoisePath(cfg["noise"], cfg["T"], cfg["schedule"]), cfg
@@ -107,8 +114,7 @@ def train(cfg: dict, out_dir, log=print) -> dict:
     out_dir = Path(out_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
     device = resolve_device(cfg["device"])
-    if cfg["threads"]:
-        torch.set_num_threads(cfg["threads"])
+    set_threads(cfg)
     x, y, x_test, y_test = load_mnist1d(cfg["data_cache"])
     path = NoisePath(cfg["noise"], cfg["T"], cfg["schedule"])
     trainer = build_trainer(cfg, path)
