@@ -61,8 +61,7 @@ def lr_at(step: int, total: int, warmup: int, base: float) -> float:
 def ema_update(ema, model, decay: float, step: int):
     """EMA with warm-up: the effective decay grows from 0.1 so early averages are not stale."""
     d = min(decay, (1 + step) / (10 + step))
-    for pe, pm in zip(ema.parameters(), model.parameters()):
-        pe.lerp_(pm, 1 - d)
+    torch._foreach_lerp_(list(ema.parameters()), list(model.parameters()), 1 - d)
 
 
 def load_run(run_dir):
@@ -122,7 +121,7 @@ def train(cfg: dict, out_dir, log=print) -> dict:
     torch.manual_seed(cfg["seed"])
     model = build_model(cfg).to(device)
     ema = copy.deepcopy(model).requires_grad_(False)
-    opt = torch.optim.AdamW(model.parameters(), lr=cfg["lr"], weight_decay=cfg["weight_decay"])
+    opt = torch.optim.AdamW(model.parameters(), lr=cfg["lr"], weight_decay=cfg["weight_decay"], fused=device.type in ("cpu", "cuda"))
     data_gen = torch.Generator().manual_seed(cfg["seed"])
     noise_gen = torch.Generator(device=device).manual_seed(cfg["seed"] + 1)
     micro_per_epoch = max(1, x.shape[0] // cfg["batch_size"])
