@@ -33,3 +33,9 @@ def save_json(obj, path):
 
 def save_text(text: str, path):
     _atomic(path, lambda f: f.write(text.encode()))
+
+
+def save_figure(fig, path, dpi=110):
+    """A matplotlib figure as PNG (or by the path's suffix), written atomically."""
+    fmt = Path(path).suffix.lstrip(".") or "png"
+    _atomic(path, lambda f: fig.savefig(f, format=fmt, dpi=dpi, bbox_inches="tight"))

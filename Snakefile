@@ -1,0 +1,26 @@
+"""The pydiffusion experiment grid: loss x noise x training x seeds, aggregated into one report.
+
+    snakemake --profile profiles/local                       # this machine (make run)
+    snakemake --profile profiles/slurm                       # a SLURM cluster
+    snakemake --profile profiles/local --configfile config/smoke.yaml
+    snakemake --report report.html                           # browsable HTML report
+"""
+from snakemake.utils import min_version, validate
+
+min_version("9.0")
+
+
+configfile: "config/config.yaml"
+
+
+validate(config, "workflow/schemas/config.schema.yaml")
+
+
+include: "workflow/rules/common.smk"
+include: "workflow/rules/train.smk"
+include: "workflow/rules/report.smk"
+
+
+rule all:
+    input:
+        rules.aggregate.output,

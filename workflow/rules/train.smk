@@ -1,0 +1,73 @@
+rule data:
+    output:
+        directory(f"{R}/data"),
+    log:
+        f"{R}/logs/data.log",
+    container: CONTAINER
+    shell:
+        "pydiffusion data --cache {output} > {log} 2>&1"
+
+
+rule train_config:
+    output:
+        f"{R}/train.yaml",
+    params:
+        shared=SHARED,
+    log:
+        f"{R}/logs/train_config.log",
+    run:
+        from pydiffusion.io import save_text
+
+        save_text(yaml.safe_dump(params.shared, sort_keys=False), output[0])
+
+
+rule train:
+    input:
+        data=rules.data.output,
+        config=rules.train_config.output,
+    output:
+        checkpoint=f"{R}/runs/{{loss}}-{{noise}}-{{training}}/seed{{seed}}/checkpoint.pt",
+        history=f"{R}/runs/{{loss}}-{{noise}}-{{training}}/seed{{seed}}/history.json",
+        metrics=f"{R}/runs/{{loss}}-{{noise}}-{{training}}/seed{{seed}}/metrics.json",
+    params:
+        out=lambda w, output: os.path.dirname(output.checkpoint),
+        name=lambda w: f"{w.loss}-{w.noise}-{w.training}-seed{w.seed}",
+    threads: max(1, TRAIN["threads"])
+    resources:
+        mem_mb=TRAIN_RES.get("mem_mb", 3000),
+        runtime=TRAIN_RES.get("runtime", 60),
+        cpus_per_task=max(1, TRAIN["threads"]),
+        gpu=TRAIN_RES.get("gpus", 0),
+    log:
+        f"{R}/logs/train/{{loss}}-{{noise}}-{{training}}-seed{{seed}}.log",
+    benchmark:
+        f"{R}/benchmarks/train/{{loss}}-{{noise}}-{{training}}-seed{{seed}}.tsv"
+    container: CONTAINER
+    shell:
+        "echo \"host $(hostname) SLURM_JOB_ID=${{SLURM_JOB_ID:-none}}\" > {log}; "
+        "pydiffusion train --config {input.config} --out {params.out} --set loss={wildcards.loss} "
+        "noise={wildcards.noise} training={wildcards.training} seed={wildcards.seed} threads={threads} "
+        "data_cache={input.data} "
+        "wandb_name={params.name} >> {log} 2>&1"
+
+
+rule evaluate:
+    input:
+        checkpoint=rules.train.output.checkpoint,
+    output:
+        evaluation=f"{R}/runs/{{loss}}-{{noise}}-{{training}}/seed{{seed}}/evaluation.json",
+        samples=f"{R}/runs/{{loss}}-{{noise}}-{{training}}/seed{{seed}}/samples.pt",
+    params:
+        run=lambda w, input: os.path.dirname(input.checkpoint),
+        n=config["samples"],
+    threads: max(1, TRAIN["threads"])
+    resources:
+        mem_mb=TRAIN_RES.get("mem_mb", 3000),
+        runtime=TRAIN_RES.get("runtime", 60),
+        cpus_per_task=max(1, TRAIN["threads"]),
+    log:
+        f"{R}/logs/evaluate/{{loss}}-{{noise}}-{{training}}-seed{{seed}}.log",
+    container: CONTAINER
+    shell:
+        "(pydiffusion evaluate --run {params.run} --out {output.evaluation} && "
+        "pydiffusion sample --run {params.run} --n {params.n} --out {output.samples}) > {log} 2>&1"

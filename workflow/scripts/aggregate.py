@@ -1,0 +1,13 @@
+"""Snakemake script: aggregate every run of the grid into summary.json/csv, report.md and figures."""
+import logging
+import sys
+
+from pydiffusion.report import aggregate
+
+with open(snakemake.log[0], "w") as log:  # noqa: F821 (snakemake injects it)
+    logging.basicConfig(stream=log, level=logging.INFO, format="%(message)s")
+    try:
+        aggregate(snakemake.params.runs, snakemake.params.results)  # noqa: F821
+    except Exception:
+        logging.exception("aggregation failed")
+        sys.exit(1)
