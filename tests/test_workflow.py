@@ -1,0 +1,86 @@
+"""The Snakemake workflow: planning, config validation, and the smoke grid end to end."""
+import csv
+import json
+
+import pytest
+import yaml
+
+from workflow_helpers import ROOT, job_counts, snakemake
+
+
+def test_default_grid_plans_24_training_jobs():
+    r = snakemake("-n", "--config", "results=/tmp/pydiffusion-plan")
+    assert r.returncode == 0, r.stderr
+    counts = job_counts(r.stdout)
+    assert counts["train"] == 24 and counts["evaluate"] == 24
+    assert counts["data"] == 1 and counts["aggregate"] == 1
+
+
+def test_seed_count_and_smoke_plan():
+    r = snakemake("-n", "--configfile", "config/smoke.yaml", "--config", "seeds=5")
+    assert r.returncode == 0, r.stderr
+    assert job_counts(r.stdout)["train"] == 2 * 5
+
+
+@pytest.mark.parametrize("config,message", [
+    ({"grid": {"loss": ["l1"], "noise": ["gaussian"], "training": ["implicit"]}}, "l1"),
+    ({"seeds": []}, "seeds"),
+    ({"resources": {"train": {"mem_mb": 10}}}, "mem_mb"),
+    ({"train": {"lr": -1}}, "section train: config key 'lr' is -1"),
+    ({"train": {"epoch": 3}}, "section train: unknown config key 'epoch'"),
+    ({"train": {"loss": "kl"}}, "'loss' is set by the workflow"),
+    ({"samplez": 3}, "samplez"),
+])
+def test_bad_config_fails_before_any_job(tmp_path, config, message):
+    base = yaml.safe_load((ROOT / "config" / "config.yaml").read_text())
+    for key, value in config.items():
+        base[key] = {**base[key], **value} if isinstance(value, dict) and key in ("train", "resources") else value
+    bad = tmp_path / "bad.yaml"
+    bad.write_text(yaml.safe_dump(base))
+    r = snakemake("-n", "--configfile", str(bad), "--config", f"results={tmp_path / 'out'}")
+    assert r.returncode != 0
+    assert message in r.stderr + r.stdout
+    assert not (tmp_path / "out").exists()
+
+
+REPORT_SECTIONS = ["# pydiffusion grid report", "## Does semi-implicit training help?", "## Results per configuration",
+                   "## Paired comparison", "## Best configuration", "## Figures"]
+FIGURES = ["loss_curves", "components", "metrics", "paired", "samples"]
+
+
+@pytest.mark.slow
+def test_local_profile_runs_the_smoke_grid(tmp_path):
+    out = tmp_path / "results"
+    r = snakemake("--profile", "profiles/local", "--configfile", "config/smoke.yaml", "--config", f"results={out}")
+    assert r.returncode == 0, r.stderr[-3000:]
+    report = (out / "report.md").read_text()
+    for section in REPORT_SECTIONS:
+        assert section in report, section
+    for fig in FIGURES:
+        assert (out / "figures" / f"{fig}.png").stat().st_size > 10_000, fig
+        assert f"figures/{fig}.png" in report
+    summary = json.loads((out / "summary.json").read_text())
+    configs = {c["config"]: c for c in summary["configurations"]}
+    assert set(configs) == {"mse-gaussian-implicit", "mse-gaussian-semi_implicit"}
+    semi = configs["mse-gaussian-semi_implicit"]
+    for key in ("test_mse", "test_mse_forward", "test_mse_inverse", "test_mae", "test_kl", "psnr_t10", "train_time_s",
+                "epochs_to_5pct", "loss_increases"):
+        assert set(semi[key]) == {"mean", "std", "min", "max"}, key
+    assert summary["paired"][0]["test_mse_inverse"]["n"] == 1
+    assert summary["best"]["config"] in configs
+    rows = list(csv.DictReader((out / "summary.csv").open()))
+    assert len(rows) == 2 and float(rows[0]["test_mse_mean"]) > 0
+    for run in ("mse-gaussian-implicit", "mse-gaussian-semi_implicit"):
+        d = out / "runs" / run / "seed0"
+        assert (d / "evaluation.json").exists() and (d / "samples.pt").exists() and (d / "checkpoint.pt").exists()
+        assert list((d / "wandb").glob("offline-run-*")), "each training job is one offline W&B run"
+        assert (out / "benchmarks" / "train" / f"{run}-seed0.tsv").exists()
+        assert "SLURM_JOB_ID=none" in (out / "logs" / "train" / f"{run}-seed0.log").read_text()
+    # a rerun has nothing to do
+    r = snakemake("--profile", "profiles/local", "--configfile", "config/smoke.yaml", "--config", f"results={out}", "-n")
+    assert r.returncode == 0 and "Nothing to be done" in r.stdout + r.stderr
+    # the browsable HTML report
+    html = tmp_path / "report.html"
+    r = snakemake("--configfile", "config/smoke.yaml", "--config", f"results={out}", "--report", str(html))
+    assert r.returncode == 0, r.stderr[-3000:]
+    assert html.stat().st_size > 100_000
