@@ -48,10 +48,11 @@ def posterior_step(x_t, out, t, s_idx, a, s, z, eta: float, prediction: str = "e
     x_t32, out32, z32 = x_t.to(dt), out.to(dt), z.to(dt)
     x0_hat = predict_x0(x_t32, out32, a_t, s_t, prediction, clip)
     eps_hat = (x_t32 - a_t * x0_hat) / s_t
-    a_ts = a_t / a_s
-    var_ts = s_t * s_t - a_ts * a_ts * s_s * s_s
-    post_var = (var_ts * s_s * s_s / (s_t * s_t)).clamp(min=0)
-    sigma = eta * post_var.sqrt()
-    dir_coef = (s_s * s_s - sigma * sigma).clamp(min=0).sqrt()
+    # r = (a_ts s_s / s_t)^2: post_var = s_s^2 (1 - r), s_s^2 - sigma^2 = s_s^2 (1 - eta^2 + eta^2 r),
+    # written without the cancellation of s_s^2 - sigma^2 when sigma ~ s_s (see csrc/diffusion_math.h)
+    q = a_t / a_s * s_s / s_t
+    r = q * q
+    sigma = eta * s_s * (1 - r).clamp(min=0).sqrt()
+    dir_coef = s_s * ((1 - eta * eta) + eta * eta * r).sqrt()
     x_s = a_s * x0_hat + dir_coef * eps_hat + sigma * z32
     return x_s.to(x_t.dtype), x0_hat.to(x_t.dtype)

@@ -1,0 +1,75 @@
+// Input checks shared by the CPU and CUDA implementations: a clear error, never a crash.
+#pragma once
+
+#include <ATen/ATen.h>
+
+namespace pydiffusion {
+
+inline void check_tables(const at::Tensor& like, const at::Tensor& a, const at::Tensor& s) {
+  TORCH_CHECK(a.dim() == 1 && s.dim() == 1 && a.size(0) == s.size(0) && a.size(0) >= 2,
+              "pydiffusion: the tables a and s must be 1-D of the same length T+1 >= 2, got ", a.sizes(), " and ",
+              s.sizes());
+  TORCH_CHECK(a.scalar_type() == at::kDouble && s.scalar_type() == at::kDouble,
+              "pydiffusion: the tables a and s must be float64, got ", a.scalar_type(), " and ", s.scalar_type());
+  TORCH_CHECK(a.device() == like.device() && s.device() == like.device(),
+              "pydiffusion: the tables a and s must be on ", like.device(), ", got ", a.device(), " and ", s.device());
+}
+
+inline void check_timestep_tensor(const at::Tensor& like, const at::Tensor& t, const char* name) {
+  TORCH_CHECK(t.scalar_type() == at::kLong, "pydiffusion: ", name, " must be int64, got ", t.scalar_type());
+  TORCH_CHECK(t.dim() == 1 && t.size(0) == like.size(0), "pydiffusion: ", name,
+              " must hold one timestep per sample, shape [", like.size(0), "], got ", t.sizes());
+  TORCH_CHECK(t.device() == like.device(), "pydiffusion: ", name, " must be on ", like.device(), ", got ", t.device());
+}
+
+inline void check_pair(const at::Tensor& x, const at::Tensor& y, const char* xn, const char* yn) {
+  TORCH_CHECK(x.sizes() == y.sizes(), "pydiffusion: ", xn, " and ", yn, " must have the same shape, got ", x.sizes(),
+              " and ", y.sizes());
+  TORCH_CHECK(x.scalar_type() == y.scalar_type(), "pydiffusion: ", xn, " and ", yn, " must have the same dtype, got ",
+              x.scalar_type(), " and ", y.scalar_type());
+  TORCH_CHECK(x.device() == y.device(), "pydiffusion: ", xn, " and ", yn, " must be on the same device, got ",
+              x.device(), " and ", y.device());
+}
+
+inline void check_batch(const at::Tensor& x, const char* name) {
+  TORCH_CHECK(x.dim() >= 1 && x.size(0) > 0, "pydiffusion: ", name, " must be a non-empty batch [B, ...], got shape ",
+              x.sizes());
+}
+
+inline void check_q_sample(const at::Tensor& x0, const at::Tensor& eps, const at::Tensor& t, const at::Tensor& a,
+                           const at::Tensor& s) {
+  check_batch(x0, "x0");
+  check_pair(x0, eps, "x0", "eps");
+  check_timestep_tensor(x0, t, "t");
+  check_tables(x0, a, s);
+}
+
+inline void check_posterior_step(const at::Tensor& x_t, const at::Tensor& out, const at::Tensor& t,
+                                 const at::Tensor& s_idx, const at::Tensor& a, const at::Tensor& s,
+                                 const at::Tensor& z, double eta, int64_t prediction, double clip) {
+  check_batch(x_t, "x_t");
+  check_pair(x_t, out, "x_t", "out");
+  check_pair(x_t, z, "x_t", "z");
+  check_timestep_tensor(x_t, t, "t");
+  check_timestep_tensor(x_t, s_idx, "s");
+  check_tables(x_t, a, s);
+  TORCH_CHECK(eta >= 0.0 && eta <= 1.0, "pydiffusion: eta must be in [0, 1], got ", eta);
+  TORCH_CHECK(prediction >= 0 && prediction <= 2, "pydiffusion: prediction must be 0 (eps), 1 (x0) or 2 (v), got ",
+              prediction);
+  TORCH_CHECK(clip >= 0.0, "pydiffusion: clip must be >= 0 (0 disables clamping), got ", clip);
+}
+
+// Range checks read the timesteps, so they run on the host (a device sync for CUDA tensors).
+inline void check_timestep_range(const at::Tensor& t, int64_t T, int64_t lowest, const char* name) {
+  const auto lo = t.min().item<int64_t>(), hi = t.max().item<int64_t>();
+  TORCH_CHECK(lo >= lowest && hi <= T, "pydiffusion: ", name, " must be in [", lowest, ", ", T, "], got values in [",
+              lo, ", ", hi, "]");
+}
+
+inline void check_step_range(const at::Tensor& t, const at::Tensor& s_idx, int64_t T) {
+  check_timestep_range(t, T, 1, "t");
+  check_timestep_range(s_idx, T, 0, "s");
+  TORCH_CHECK(at::lt(s_idx, t).all().item<bool>(), "pydiffusion: every s must be < its t (a reverse step)");
+}
+
+}  // namespace pydiffusion
