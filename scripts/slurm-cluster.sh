@@ -102,6 +102,9 @@ stop() {
             rm -f "$STATE/$d.pid"
         fi
     done
+    # our slurm.conf with no controller behind it makes every `scontrol` (and so every snakemake
+    # start, through the SLURM plugin's probe) wait for a timeout: remove it
+    if grep -q "ClusterName=pydiffusion-local" "$CONF" 2>/dev/null; then rm -f "$CONF"; fi
     echo "slurm-cluster: stopped"
 }
 
