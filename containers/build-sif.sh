@@ -91,7 +91,11 @@ phase "definition $def: $release from $mirror, include $include, commit ${args[G
 # --- 1. the base root file system (cached) -------------------------------------------------------
 mkdir -p "$cache"
 key=$(printf '%s\n' "$release" "$include" "$arch" "$(dpkg-query -W -f '${Version}' debootstrap)" | sha256sum | cut -c1-16)
-base="$cache/debootstrap-$release-$arch-$key.tar.zst"
+if command -v zstd >/dev/null; then
+    compress=(zstd -q -T0 -3); decompress=(zstd -q -dc); base="$cache/debootstrap-$release-$arch-$key.tar.zst"
+else
+    compress=(gzip -1); decompress=(gzip -dc); base="$cache/debootstrap-$release-$arch-$key.tar.gz"
+fi
 mkdir -p "$rootfs"
 (
     flock 9
@@ -101,13 +105,13 @@ mkdir -p "$rootfs"
             > "$work/debootstrap.log" 2>&1 || { tail -30 "$work/debootstrap.log" >&2; exit 1; }
         chroot "$work/base" apt-get clean
         rm -rf "$work/base/var/lib/apt/lists/"*
-        tar -C "$work/base" --numeric-owner -cf - . | nice -n 10 zstd -q -T0 -3 -o "$base.tmp"
+        tar -C "$work/base" --numeric-owner -cf - . | nice -n 10 "${compress[@]}" > "$base.tmp"
         mv "$base.tmp" "$base"
         rm -rf "$work/base"
     fi
 ) 9> "$cache/.lock"
 phase "unpacking the base $(basename "$base")"
-zstd -q -dc "$base" | tar -C "$rootfs" --numeric-owner -xf -
+"${decompress[@]}" "$base" | tar -C "$rootfs" --numeric-owner -xf -
 
 # --- 2. %files and %post -----------------------------------------------------------------------
 while IFS=$'\t' read -r from to; do
@@ -268,9 +272,12 @@ phase "SIF: siftool new, add Def.FILE, JSON.Generic, primary system partition"
 mkdir -p "$(dirname "$out")"
 rm -f "$out.tmp"
 siftool new "$out.tmp"
-siftool add --datatype 1 --filename Singularity "$out.tmp" "$work/def/Singularity"
-siftool add --datatype 6 --filename labels.json "$out.tmp" "$sd/labels.json"
-siftool add --datatype 4 --parttype 2 --partfs 1 --partarch 2 "$out.tmp" "$work/rootfs.squashfs"
+siftool add --groupid 1 --datatype 1 --filename Singularity "$out.tmp" "$work/def/Singularity"
+siftool add --groupid 1 --datatype 6 --filename labels.json "$out.tmp" "$sd/labels.json"
+siftool add --groupid 1 --datatype 4 --parttype 2 --partfs 1 --partarch 2 "$out.tmp" "$work/rootfs.squashfs"
+# siftool leaves the 32-byte launch field empty; Apptainer writes this line there, which lets
+# `./image.sif args` run the image through run-singularity
+printf '#!/usr/bin/env run-singularity\n' | dd of="$out.tmp" bs=32 count=1 conv=notrunc status=none
 chmod 755 "$out.tmp"
 mv -f "$out.tmp" "$out"
 if [ -n "$keep_rootfs" ]; then

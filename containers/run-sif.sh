@@ -88,6 +88,9 @@ cmd=(bwrap --ro-bind "$rootfs" / --dev /dev --proc /proc --tmpfs /tmp --tmpfs /v
 first_dst=""
 for b in "${binds[@]}"; do
     src=${b%%:*}; dst=${b#*:}; [ "$b" != "$src" ] || dst=$src
+    # Apptainer makes missing bind targets through an underlay; here they are made in the
+    # unpacked copy (never in the image file)
+    [ -e "$rootfs$dst" ] || mkdir -p "$rootfs$dst"
     cmd+=(--bind "$(realpath "$src")" "$dst")
     [ -n "$first_dst" ] || first_dst=$dst
 done
