@@ -209,6 +209,9 @@ def figures(records, summary, cells, fig_dir):
                color=[colors.get(row["training"]) for row in summary], capsize=3)
         ax.set_xticks(range(len(summary)), [f"{row['loss']}\n{row['noise']}" for row in summary], fontsize=6)
         ax.set_title(key, fontsize=9)
+    from matplotlib.patches import Patch
+    axes[0][0].legend(handles=[Patch(color=colors[t], label=t) for t in sorted({row["training"] for row in summary})],
+                      fontsize=7)
     save_figure(fig, fig_dir / "metrics.png")
 
     fig, axes = plt.subplots(1, len(PAIRED), figsize=(3.2 * len(PAIRED), 3.2), squeeze=False)
