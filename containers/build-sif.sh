@@ -14,7 +14,7 @@
 # usage: containers/build-sif.sh [options] OUTPUT.sif
 #   --def FILE     definition file (default: containers/cpu.def beside this script)
 #   --src DIR      build context: the source tree %files copies from (default: the repository root)
-#   --cache DIR    debootstrap tarball cache (default: $XDG_CACHE_HOME or ~/.cache, /pydiffusion/containers)
+#   --cache DIR    debootstrap tarball and pip cache (default: $XDG_CACHE_HOME or ~/.cache, /pydiffusion/containers)
 #   --rootfs DIR   keep the finished root file system here (default: a temporary folder, removed)
 #   --build-arg KEY=VALUE   as apptainer build; DEBIAN_MIRROR defaults to this host's apt mirror,
 #                  TORCH_INDEX to "" (torch comes from this host's pip configuration),
@@ -180,6 +180,9 @@ for key, value in sorted(settings.items()):
 EOF
 )
 fi
+# pip's cache lives beside the debootstrap tarball (downloads and built wheels, for reruns)
+mkdir -p "$cache/pip"
+sandbox+=(--bind "$cache/pip" /tmp/pip-cache --setenv PIP_CACHE_DIR /tmp/pip-cache)
 sandbox+=(--setenv APPTAINER_ROOTFS / --setenv APPTAINER_LABELS /.build.labels
           --setenv APPTAINER_ENVIRONMENT /.singularity.d/env/91-environment.sh
           --setenv SINGULARITY_LABELS /.build.labels

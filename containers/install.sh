@@ -23,7 +23,9 @@ TORCH_INDEX=${PYDIFFUSION_TORCH_INDEX:-}
 EXTRAS=${PYDIFFUSION_EXTRAS:-test}
 PURGE=${PYDIFFUSION_PURGE_BUILD_DEPS:-0}
 export MAX_JOBS=${MAX_JOBS:-2}
-export PIP_NO_CACHE_DIR=1 PIP_DISABLE_PIP_VERSION_CHECK=1
+export PIP_DISABLE_PIP_VERSION_CHECK=1
+# no pip cache in the image (a build may hand one in through PIP_CACHE_DIR, outside the image)
+if [ -z "${PIP_CACHE_DIR:-}" ]; then export PIP_NO_CACHE_DIR=1; fi
 
 say() { echo "install.sh: $*"; }
 

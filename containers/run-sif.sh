@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
-# Runs a command inside a SIF image without Apptainer: the primary system partition is unpacked
-# with unsquashfs (once per image, into a cache folder) and entered with bubblewrap, read-only,
+# Runs a command inside a SIF image without Apptainer: the primary system partition is mounted
+# with squashfuse (or, without FUSE, unpacked with unsquashfs once per image into a cache folder)
+# and entered with bubblewrap, read-only,
 # as an unprivileged user, with no network, the way `apptainer exec/run/test --containall` would,
 # the image's /.singularity.d/env scripts sourced by its own action scripts.
 #
@@ -12,8 +13,9 @@
 #   --env KEY=VALUE    set a variable inside (the environment is otherwise clean, as --cleanenv)
 #   --user UID[:GID]   run as this user when started as root (default 65534:65534, nobody)
 #   --net              keep the host's network (default: none)
-#   --unpack-dir DIR   where images are unpacked (default /tmp/pydiffusion-sif)
-# Needs bwrap, unsquashfs (squashfs-tools) and python3; root only to switch to --user.
+#   --unpack           unpack the image (cached per image) even where squashfuse could mount it
+#   --unpack-dir DIR   where images are mounted or unpacked (default /tmp/pydiffusion-sif)
+# Needs bwrap, squashfuse or unsquashfs (squashfs-tools), and python3; root only to switch to --user.
 set -euo pipefail
 
 binds=()
@@ -22,6 +24,7 @@ pwd_in=""
 user="65534:65534"
 net=0
 unpack_root="${PYDIFFUSION_SIF_UNPACK:-/tmp/pydiffusion-sif}"
+unpack=0
 while [ $# -gt 0 ]; do
     case "$1" in
         --bind) binds+=("$2"); shift 2 ;;
@@ -30,6 +33,7 @@ while [ $# -gt 0 ]; do
         --user) user=$2; shift 2 ;;
         --net) net=1; shift ;;
         --unpack-dir) unpack_root=$2; shift 2 ;;
+        --unpack) unpack=1; shift ;;
         -h|--help) sed -n '2,/^set -euo/p' "$0" | sed '$d; s/^# \{0,1\}//'; exit 0 ;;
         -*) echo "run-sif.sh: unknown option $1" >&2; exit 2 ;;
         *) break ;;
@@ -66,34 +70,59 @@ else:
     sys.exit(f"{sys.argv[1]}: no primary system partition (squashfs)")
 EOF
 )
-sum=$(sha256sum "$image" | cut -c1-16)
-rootfs="$unpack_root/$sum"
+# --- the root file system: squashfuse-mounted where FUSE works, else unpacked once per image ----
 mkdir -p "$unpack_root"
 chmod 755 "$unpack_root"
-(
-    flock 9
-    if [ ! -e "$rootfs/.unpacked" ]; then
-        rm -rf "$rootfs.tmp"
-        unsquashfs -q -n -no-xattrs -o "$offset" -d "$rootfs.tmp" "$image" >/dev/null
-        touch "$rootfs.tmp/.unpacked"
-        rm -rf "$rootfs"
-        mv "$rootfs.tmp" "$rootfs"
+rootfs=""
+if [ "$unpack" = 0 ] && command -v squashfuse >/dev/null && [ -c /dev/fuse ]; then
+    mnt=$(mktemp -d "$unpack_root/mnt.XXXXXX")
+    chmod 755 "$mnt"
+    opts="offset=$offset"
+    if [ "$(id -u)" -eq 0 ]; then opts="$opts,allow_other"; fi  # for the user we switch to
+    if squashfuse -o "$opts" "$image" "$mnt" 2>/dev/null; then
+        rootfs=$mnt
+        # only ever unmount and rmdir: a read-only mount point is never recursively removed
+        trap 'umount "$mnt" 2>/dev/null || fusermount -u "$mnt" 2>/dev/null || umount -l "$mnt" 2>/dev/null; rmdir "$mnt" 2>/dev/null' EXIT
+    else
+        rmdir "$mnt"
     fi
-) 9> "$unpack_root/.lock"
+fi
+if [ -z "$rootfs" ]; then
+    sum=$(sha256sum "$image" | cut -c1-16)
+    rootfs="$unpack_root/$sum"
+    (
+        flock 9
+        if [ ! -e "$rootfs/.unpacked" ]; then
+            rm -rf "$rootfs.tmp"
+            unsquashfs -q -n -no-xattrs -o "$offset" -d "$rootfs.tmp" "$image" >/dev/null
+            touch "$rootfs.tmp/.unpacked"
+            rm -rf "$rootfs"
+            mv "$rootfs.tmp" "$rootfs"
+        fi
+    ) 9> "$unpack_root/.lock"
+fi
 
-# --- bubblewrap: the image read-only as /, fresh /dev /proc /tmp, binds, no network ------------
-cmd=(bwrap --ro-bind "$rootfs" / --dev /dev --proc /proc --tmpfs /tmp --tmpfs /var/tmp
-     --unshare-pid --unshare-ipc --unshare-uts --hostname pydiffusion --die-with-parent --new-session)
+# --- bubblewrap: the image read-only, fresh /dev /proc /tmp, binds, no network ------------------
+# / is a tmpfs holding the image's top-level entries (bound read-only, symlinks recreated), so a
+# bind target missing from the image can be made at the top level, as Apptainer's underlay does
+cmd=(bwrap --tmpfs /)
+for entry in "$rootfs"/* "$rootfs"/.[!.]*; do
+    [ -e "$entry" ] || [ -L "$entry" ] || continue
+    name=/$(basename "$entry")
+    case "$name" in /dev|/proc|/tmp|/var/tmp|/.unpacked) continue ;; esac
+    if [ -L "$entry" ]; then cmd+=(--symlink "$(readlink "$entry")" "$name")
+    else cmd+=(--ro-bind "$entry" "$name"); fi
+done
+cmd+=(--dev /dev --proc /proc --tmpfs /tmp --tmpfs /var/tmp
+      --unshare-pid --unshare-ipc --unshare-uts --hostname pydiffusion --die-with-parent --new-session)
 [ "$net" = 1 ] || cmd+=(--unshare-net)
 first_dst=""
 for b in "${binds[@]}"; do
     src=${b%%:*}; dst=${b#*:}; [ "$b" != "$src" ] || dst=$src
-    # Apptainer makes missing bind targets through an underlay; here they are made in the
-    # unpacked copy (never in the image file)
-    [ -e "$rootfs$dst" ] || mkdir -p "$rootfs$dst"
     cmd+=(--bind "$(realpath "$src")" "$dst")
     [ -n "$first_dst" ] || first_dst=$dst
 done
+cmd+=(--remount-ro /)
 cmd+=(--chdir "${pwd_in:-${first_dst:-/}}" --clearenv
       --setenv PATH /usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin
       --setenv HOME /tmp --setenv LANG C.UTF-8 --setenv APPTAINER_CONTAINER "$image"
@@ -107,6 +136,8 @@ esac
 
 if [ "$(id -u)" -eq 0 ] && [ "$user" != 0 ] && [ "$user" != "0:0" ]; then
     uid=${user%%:*}; gid=${user#*:}; [ "$user" != "$uid" ] || gid=$uid
-    exec setpriv --reuid="$uid" --regid="$gid" --clear-groups --reset-env --inh-caps=-all -- "${cmd[@]}"
+    cmd=(setpriv --reuid="$uid" --regid="$gid" --clear-groups --inh-caps=-all -- "${cmd[@]}")
 fi
-exec "${cmd[@]}"
+rc=0
+"${cmd[@]}" || rc=$?
+exit "$rc"
