@@ -79,6 +79,34 @@ def cmd_sample(args):
     print(f"{args.n} samples ({args.sampler}, {steps} steps) in {dt:.2f} s; wrote {args.out}")
 
 
+def cmd_classifier(args):
+    import torch
+
+    from .data import load_mnist1d
+    from .quality import save_classifier, train_classifier
+
+    if args.threads:
+        torch.set_num_threads(args.threads)
+    t0 = time.perf_counter()
+    model, acc = train_classifier(*load_mnist1d(args.cache), seed=args.seed)
+    save_classifier(model, acc, args.out)
+    print(f"reference classifier: test accuracy {acc:.4f} in {time.perf_counter() - t0:.0f} s; wrote {args.out}")
+
+
+def cmd_quality(args):
+    from .data import load_mnist1d
+    from .io import save_json
+    from .quality import evaluate_quality, load_classifier
+    from .training import load_run
+
+    model, path, cfg = load_run(args.run)
+    classifier, _ = load_classifier(args.classifier)
+    q = evaluate_quality(model, path, cfg, classifier, load_mnist1d(cfg["data_cache"]), n=args.n, seed=args.seed)
+    save_json(q, args.out)
+    print(f"guided accuracy {q['sample_acc_guided']:.3f}, FD-1D {q['fd_1d']:.3f} (floor {q['fd_floor']:.3f}), "
+          f"coverage {q['coverage_entropy']:.3f}; wrote {args.out}")
+
+
 def cmd_doctor(args):
     """Pre-flight check: every part a run needs, one line each; exit 1 if any fails."""
     failed = False
@@ -153,6 +181,21 @@ def build_parser():
     s.add_argument("--seed", type=int, default=0)
     s.add_argument("--out", required=True, help="a .pt file with x [N, 40] and y [N]")
     s.set_defaults(fn=cmd_sample)
+
+    s = sub.add_parser("classifier", help="train the reference MNIST-1D classifier (for FD-1D and sample accuracy)")
+    s.add_argument("--out", required=True, help="a .pt file")
+    s.add_argument("--seed", type=int, default=0)
+    s.add_argument("--threads", type=int, default=0, help="torch threads (0 keeps torch's default)")
+    s.add_argument("--cache", help="MNIST-1D cache folder")
+    s.set_defaults(fn=cmd_classifier)
+
+    s = sub.add_parser("quality", help="sample quality of a run: accuracy, FD-1D and its floor, coverage, copying")
+    s.add_argument("--run", required=True)
+    s.add_argument("--classifier", required=True, help="from `pydiffusion classifier`")
+    s.add_argument("--n", type=int, default=1000, help="samples per measurement")
+    s.add_argument("--seed", type=int, default=0)
+    s.add_argument("--out", required=True, help="a .json file")
+    s.set_defaults(fn=cmd_quality)
 
     s = sub.add_parser("doctor", help="check imports, ops backend, W&B mode, data generation and CUDA")
     s.set_defaults(fn=cmd_doctor)

@@ -107,39 +107,47 @@ def _judge(effect, lower_is_better=True):
     return "semi-implicit better" if better else "semi-implicit worse"
 
 
+VERDICT_METRICS = (("test_mse_forward", "denoising error (forward test MSE)"), ("fd_1d", "sample quality (FD-1D)"),
+                   ("sample_acc_guided", "class fidelity of guided samples"))
+
+
 def verdict(cells):
     """Plain-words answer to "does semi-implicit training help?" from the paired comparisons."""
-    lines = []
-    helps = hurts = 0
-    for c in cells:
-        f = c.get("test_mse_forward")
-        if f is None:
-            continue
-        judged = _judge(f)
-        helps += judged == "semi-implicit better"
-        hurts += judged == "semi-implicit worse"
-        extra = ""
-        if "fd_1d" in c:
-            extra = f"; FD-1D {c['fd_1d']['diff']:+.3g} ({_judge(c['fd_1d'])})"
-        lines.append(f"- **{c['loss']} / {c['noise']}**: forward test MSE changes by {f['diff']:+.4g} "
-                     f"(95% CI {f['ci_low']:+.4g} .. {f['ci_high']:+.4g}, {f['n']} seeds): {judged}{extra}.")
-    n = len(lines)
-    if n and all(c.get("test_mse_forward", {}).get("n", 0) < 2 for c in cells):
-        return "\n".join(["With one seed per configuration there is no confidence interval, so no conclusion: "
-                          "run more seeds (the default grid has three).", "", *lines])
-    if not n:
+    if not cells:
         return "No loss x noise cell has both implicit and semi-implicit runs, so there is nothing to compare."
-    if helps == n:
-        head = "Semi-implicit training helps denoising in every cell of the grid."
-    elif hurts == n:
-        head = "Semi-implicit training hurts denoising (forward test MSE) in every cell of the grid."
-    elif helps == 0 and hurts == 0:
-        head = "The grid cannot tell the two apart: no cell shows a difference beyond the seed spread."
+    if all(c.get("test_mse_forward", {}).get("n", 0) < 2 for c in cells):
+        head = ["With one seed per configuration there is no confidence interval, so no conclusion: "
+                "run more seeds (the default grid has three)."]
     else:
-        head = f"Mixed: semi-implicit helps in {helps} and hurts in {hurts} of {n} cells (the others are inconclusive)."
-    note = ("It learns the inverse map (z = 1), which implicit training never sees, so its inverse test MSE is "
-            "lower by construction; the question is what the extra objectives cost or give the denoiser.")
-    return "\n".join([head, note, "", *lines])
+        head = []
+        for key, words in VERDICT_METRICS:
+            judged = [_judge(c[key], key not in HIGHER_IS_BETTER) for c in cells if key in c]
+            if not judged:
+                continue
+            better, worse = judged.count("semi-implicit better"), judged.count("semi-implicit worse")
+            n = len(judged)
+            if better == n:
+                head.append(f"On {words}, semi-implicit training is better in every loss x noise cell.")
+            elif worse == n:
+                head.append(f"On {words}, semi-implicit training is worse in every loss x noise cell.")
+            elif better == worse == 0:
+                head.append(f"On {words}, no cell shows a difference beyond the seed spread.")
+            else:
+                head.append(f"On {words}, semi-implicit training is better in {better}, worse in {worse} and "
+                            f"indistinguishable in {n - better - worse} of {n} cells.")
+    lines = []
+    for c in cells:
+        parts = []
+        for key, _ in VERDICT_METRICS:
+            if key in c:
+                e = c[key]
+                parts.append(f"{key} {e['diff']:+.4g} (95% CI {_fmt(e['ci_low'])} .. {_fmt(e['ci_high'])}: "
+                             f"{_judge(e, key not in HIGHER_IS_BETTER)})")
+        lines.append(f"- **{c['loss']} / {c['noise']}**, semi-implicit minus implicit over {c['seeds']}: " + "; ".join(parts))
+    note = ("Semi-implicit training also learns the inverse map (z = 1), which implicit training never sees, so its "
+            "inverse test MSE is lower by construction; the question is what the extra objectives cost or give the "
+            "denoiser and its samples.")
+    return "\n".join([*head, "", note, "", *lines])
 
 
 def _fmt(v):
@@ -245,7 +253,17 @@ def figures(records, summary, cells, fig_dir):
     plt.close("all")
 
 
-def markdown(records, summary, cells, best, best_key):
+def _samplers_section(rows):
+    table = _table(["sampler", "steps", "guidance", "accuracy of guided samples", "FD-1D", "FD floor",
+                    "s per 1,000 samples"],
+                   [[r["sampler"], r["steps"], r["guidance"], _fmt(r["accuracy"]), _fmt(r["fd_1d"]), _fmt(r["fd_floor"]),
+                     _fmt(r["seconds_per_1000"])] for r in rows])
+    return ["## Samplers on the best configuration", "",
+            "Each row draws the same number of samples from the same starting noise (guidance 0 is "
+            "unconditional, so it has no accuracy).", "", table, ""]
+
+
+def markdown(records, summary, cells, best, best_key, samplers=None):
     main = [k for k in ("test_mse_forward", "test_mse_inverse", "test_mse", "test_mae", "test_kl", "psnr_t5", "psnr_t10",
                         "psnr_t15", "fd_1d", "fd_ratio", "sample_acc_guided", "coverage_entropy", "nn_dist",
                         "final_loss", "epochs_to_5pct", "loss_mean_abs_change", "loss_increases", "train_time_s")
@@ -287,6 +305,7 @@ def markdown(records, summary, cells, best, best_key):
         "",
         f"**{best}** (lowest mean {best_key}).",
         "",
+        *(_samplers_section(samplers) if samplers else []),
         "## Figures",
         "",
         "![training loss](figures/loss_curves.png)",
@@ -299,19 +318,45 @@ def markdown(records, summary, cells, best, best_key):
         "",
         "![samples](figures/samples.png)",
         "",
+        *(["![best configuration, samples per class](figures/best_per_class.png)", "",
+           "![reverse trajectory](figures/trajectory.png) ![animated](figures/trajectory.gif)", "",
+           "![forward vs reverse](figures/forward_reverse.png)", "",
+           "![FD-1D against sampler steps](figures/samplers.png)", ""] if samplers else []),
     ]
     return "\n".join(parts)
 
 
-def aggregate(run_dirs, out_dir):
-    """Write summary.json, summary.csv, report.md and figures/ for the runs into out_dir."""
+def best_model_figures(records, best, out_dir, classifier, data_cache, n, log=print):
+    """Samplers compared on the best configuration's first seed, and its figures; returns the rows."""
+    from . import figures as run_figures
+    from .data import load_mnist1d
+    from .quality import compare_samplers, load_classifier
+    from .training import load_run
+
+    run = next(r for r in sorted(records, key=lambda r: r["seed"]) if config_name(r) == best)["run"]
+    model, path, cfg = load_run(run)
+    data = load_mnist1d(data_cache)
+    rows = compare_samplers(model, path, cfg, load_classifier(classifier)[0], data, n=n, log=log)
+    save_json({"run": run, "samplers": rows}, out_dir / "samplers.json")
+    run_figures.all_for_run(model, path, cfg, data, rows, out_dir / "figures")
+    return rows
+
+
+def aggregate(run_dirs, out_dir, classifier=None, data_cache=None, n=1000, threads=0, log=print):
+    """Write summary.json, summary.csv, report.md and figures/ for the runs into out_dir; with a
+    reference classifier, also the sampler comparison and figures of the best configuration."""
+    import torch
+
+    if threads:
+        torch.set_num_threads(threads)
     out_dir = Path(out_dir)
     records = load_runs(run_dirs)
     summary = summarize(records)
     cells = paired(records)
     best, best_key = best_configuration(summary)
     figures(records, summary, cells, out_dir / "figures")
+    samplers = best_model_figures(records, best, out_dir, classifier, data_cache, n, log) if classifier else None
     save_json({"configurations": summary, "paired": cells, "best": {"config": best, "by": best_key},
                "runs": [{k: v for k, v in r.items() if k != "history"} for r in records]}, out_dir / "summary.json")
     write_csv(summary, out_dir / "summary.csv")
-    save_text(markdown(records, summary, cells, best, best_key), out_dir / "report.md")
+    save_text(markdown(records, summary, cells, best, best_key, samplers), out_dir / "report.md")

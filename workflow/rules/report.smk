@@ -3,6 +3,9 @@ rule aggregate:
         evaluations=expand("{run}/evaluation.json", run=RUNS),
         histories=expand("{run}/history.json", run=RUNS),
         samples=expand("{run}/samples.pt", run=RUNS),
+        quality=expand("{run}/quality.json", run=RUNS),
+        classifier=rules.classifier.output,
+        data=rules.data.output,
     output:
         summary_json=f"{R}/summary.json",
         summary_csv=f"{R}/summary.csv",
@@ -12,9 +15,17 @@ rule aggregate:
         metrics=report(f"{R}/figures/metrics.png", caption="../report/metrics.rst", category="Results"),
         paired=report(f"{R}/figures/paired.png", caption="../report/paired.rst", category="Results"),
         samples=report(f"{R}/figures/samples.png", caption="../report/samples.rst", category="Samples"),
+        class_grid=report(f"{R}/figures/best_per_class.png", caption="../report/best_per_class.rst", category="Samples"),
+        trajectory=report(f"{R}/figures/trajectory.png", caption="../report/trajectory.rst", category="Samples"),
+        trajectory_gif=report(f"{R}/figures/trajectory.gif", caption="../report/trajectory.rst", category="Samples"),
+        forward_reverse=report(f"{R}/figures/forward_reverse.png", caption="../report/forward_reverse.rst", category="Samples"),
+        samplers=f"{R}/samplers.json",
+        samplers_fig=report(f"{R}/figures/samplers.png", caption="../report/samplers.rst", category="Samplers"),
     params:
         runs=RUNS,
         results=R,
+        n=config["quality_samples"],
+    threads: 2
     log:
         f"{R}/logs/aggregate.log",
     container: CONTAINER

@@ -71,3 +71,41 @@ rule evaluate:
     shell:
         "(pydiffusion evaluate --run {params.run} --out {output.evaluation} && "
         "pydiffusion sample --run {params.run} --n {params.n} --out {output.samples}) > {log} 2>&1"
+
+
+rule classifier:
+    input:
+        data=rules.data.output,
+    output:
+        f"{R}/classifier.pt",
+    threads: 2
+    resources:
+        mem_mb=2000,
+        runtime=15,
+        cpus_per_task=2,
+    log:
+        f"{R}/logs/classifier.log",
+    container: CONTAINER
+    shell:
+        "pydiffusion classifier --cache {input.data} --threads {threads} --out {output} > {log} 2>&1"
+
+
+rule quality:
+    input:
+        checkpoint=rules.train.output.checkpoint,
+        classifier=rules.classifier.output,
+    output:
+        f"{R}/runs/{{loss}}-{{noise}}-{{training}}/seed{{seed}}/quality.json",
+    params:
+        run=lambda w, input: os.path.dirname(input.checkpoint),
+        n=config["quality_samples"],
+    threads: max(1, TRAIN["threads"])
+    resources:
+        mem_mb=TRAIN_RES.get("mem_mb", 3000),
+        runtime=TRAIN_RES.get("runtime", 60),
+        cpus_per_task=max(1, TRAIN["threads"]),
+    log:
+        f"{R}/logs/quality/{{loss}}-{{noise}}-{{training}}-seed{{seed}}.log",
+    container: CONTAINER
+    shell:
+        "pydiffusion quality --run {params.run} --classifier {input.classifier} --n {params.n} --out {output} > {log} 2>&1"

@@ -7,7 +7,8 @@ from pydiffusion.report import aggregate
 with open(snakemake.log[0], "w") as log:  # noqa: F821 (snakemake injects it)
     logging.basicConfig(stream=log, level=logging.INFO, format="%(message)s")
     try:
-        aggregate(snakemake.params.runs, snakemake.params.results)  # noqa: F821
+        aggregate(snakemake.params.runs, snakemake.params.results, classifier=snakemake.input.classifier[0],  # noqa: F821
+                  data_cache=snakemake.input.data[0], n=snakemake.params.n, threads=snakemake.threads)  # noqa: F821
     except Exception:
         logging.exception("aggregation failed")
         sys.exit(1)

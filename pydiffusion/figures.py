@@ -1,0 +1,123 @@
+"""Figures of one trained model (seed 004's set): samples per class, the reverse trajectory as a
+figure and an animated GIF, forward noising beside the reverse process, FD-1D against sampler steps.
+All written atomically."""
+import os
+from pathlib import Path
+
+import matplotlib
+
+matplotlib.use("Agg")
+import matplotlib.pyplot as plt  # noqa: E402
+import torch  # noqa: E402
+
+from . import ops  # noqa: E402
+from .data import NUM_CLASSES  # noqa: E402
+from .io import save_figure  # noqa: E402
+from .sampling import guided, sample_ddim  # noqa: E402
+
+
+def per_class_grid(samples, y, x_train, y_train, path, per_class=8):
+    fig, axes = plt.subplots(2, 5, figsize=(15, 5), sharey=True)
+    for digit, ax in enumerate(axes.flat):
+        for x in samples[y == digit][:per_class]:
+            ax.plot(x.numpy(), lw=0.8, alpha=0.8)
+        ax.plot(x_train[y_train == digit].mean(0).numpy(), color="black", lw=2)
+        ax.set_title(f"digit {digit}")
+        ax.set_xticks([])
+    save_figure(fig, path)
+    plt.close(fig)
+
+
+@torch.no_grad()
+def reverse_trajectory(model, noise_path, cfg, digit=3, seed=0):
+    """[x_T, ..., x_0] of one class-conditional DDIM sample with every step."""
+    y = torch.tensor([digit])
+    x_T = torch.randn((1, 40), generator=torch.Generator().manual_seed(seed))
+    _, xs = sample_ddim(guided(model, y), x_T, noise_path, noise_path.T, prediction=cfg["prediction"], clip=cfg["clip"],
+                        trajectory=True)
+    return [x[0] for x in xs]
+
+
+def trajectory_png(traj, path):
+    fig, ax = plt.subplots(figsize=(8, 4))
+    cmap = plt.get_cmap("viridis")
+    for i, x in enumerate(traj):
+        ax.plot(x.numpy(), color=cmap(i / (len(traj) - 1)), lw=2.0 if i == len(traj) - 1 else 0.7)
+    ax.set_title(f"reverse trajectory: {len(traj) - 1} DDIM steps (yellow: the sample)")
+    save_figure(fig, path)
+    plt.close(fig)
+
+
+def trajectory_gif(traj, path, fps=6):
+    from matplotlib.animation import FuncAnimation, PillowWriter
+
+    fig, ax = plt.subplots(figsize=(6, 3))
+    lim = max(float(torch.stack(traj).abs().max()), 1.0)
+    (line,) = ax.plot(traj[0].numpy())
+    ax.set_ylim(-lim, lim)
+    title = ax.set_title("")
+    T = len(traj) - 1
+
+    def frame(i):
+        line.set_ydata(traj[i].numpy())
+        title.set_text(f"t = {T - i}")
+        return line, title
+
+    anim = FuncAnimation(fig, frame, frames=len(traj), blit=False)
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_name(f".{path.name}.tmp.gif")  # PillowWriter writes to a path: write aside, then rename
+    anim.save(tmp, writer=PillowWriter(fps=fps))
+    os.replace(tmp, path)
+    plt.close(fig)
+
+
+def forward_reverse(x0, traj, noise_path, path, columns=6):
+    """Top: q_sample of a real signal at increasing t; bottom: the reverse trajectory at the same t."""
+    T = noise_path.T
+    ts = [round(T * i / (columns - 1)) for i in range(columns)]
+    eps = torch.randn((1, 40), generator=torch.Generator().manual_seed(1))
+    fig, axes = plt.subplots(2, columns, figsize=(2.6 * columns, 4.2), sharey=True)
+    for j, t in enumerate(ts):
+        axes[0][j].plot(ops.q_sample(x0[None], eps, t, noise_path)[0].numpy(), color="tab:blue")
+        axes[0][j].set_title(f"forward t = {t}", fontsize=9)
+        axes[1][j].plot(traj[T - t].numpy(), color="tab:orange")
+        axes[1][j].set_title(f"reverse t = {t}", fontsize=9)
+    for ax in axes.flat:
+        ax.set_xticks([])
+    save_figure(fig, path)
+    plt.close(fig)
+
+
+def samplers_plot(rows, path):
+    fig, ax = plt.subplots(figsize=(6, 4))
+    for name, marker in (("ddim", "o"), ("dpmpp_2m", "s")):
+        pts = sorted((r["steps"], r["fd_1d"]) for r in rows if r["sampler"] == name and r["guidance"] == 1.0)
+        if pts:
+            ax.plot(*zip(*pts), marker=marker, label=name)
+    for r in rows:
+        if r["sampler"] == "ddpm":
+            ax.scatter([r["steps"]], [r["fd_1d"]], marker="^", color="tab:red", label="ddpm (eta = 1)", zorder=3)
+    ax.axhline(rows[0]["fd_floor"], ls="--", color="gray", label="floor (train vs test)")
+    ax.set_xlabel("sampler steps")
+    ax.set_ylabel("FD-1D")
+    ax.legend()
+    save_figure(fig, path)
+    plt.close(fig)
+
+
+def all_for_run(model, noise_path, cfg, data, samples_rows, fig_dir, n_per_class=8, seed=0):
+    """Every figure of this module for one model, into fig_dir."""
+    x, y, x_test, y_test = data
+    labels = torch.arange(NUM_CLASSES * n_per_class) % NUM_CLASSES
+    x_T = torch.randn((len(labels), 40), generator=torch.Generator().manual_seed(seed))
+    with torch.no_grad():
+        samples = sample_ddim(guided(model, labels), x_T, noise_path, cfg["sample_steps"], prediction=cfg["prediction"],
+                              clip=cfg["clip"])
+    per_class_grid(samples, labels, x, y, fig_dir / "best_per_class.png", n_per_class)
+    digit = 3
+    traj = reverse_trajectory(model, noise_path, cfg, digit, seed)
+    trajectory_png(traj, fig_dir / "trajectory.png")
+    trajectory_gif(traj, fig_dir / "trajectory.gif")
+    forward_reverse(x_test[y_test == digit][0], traj, noise_path, fig_dir / "forward_reverse.png")
+    samplers_plot(samples_rows, fig_dir / "samplers.png")
