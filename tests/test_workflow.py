@@ -44,8 +44,10 @@ def test_bad_config_fails_before_any_job(tmp_path, config, message):
 
 
 REPORT_SECTIONS = ["# pydiffusion grid report", "## Does semi-implicit training help?", "## Results per configuration",
-                   "## Paired comparison", "## Best configuration", "## Figures"]
-FIGURES = ["loss_curves", "components", "metrics", "paired", "samples"]
+                   "## Paired comparison", "## Best configuration", "## Samplers on the best configuration",
+                   "## Figures"]
+FIGURES = ["loss_curves", "components", "metrics", "paired", "samples", "best_per_class", "trajectory",
+           "forward_reverse", "samplers"]
 
 
 @pytest.mark.slow
@@ -64,15 +66,21 @@ def test_local_profile_runs_the_smoke_grid(tmp_path):
     assert set(configs) == {"mse-gaussian-implicit", "mse-gaussian-semi_implicit"}
     semi = configs["mse-gaussian-semi_implicit"]
     for key in ("test_mse", "test_mse_forward", "test_mse_inverse", "test_mae", "test_kl", "psnr_t10", "train_time_s",
-                "epochs_to_5pct", "loss_increases"):
+                "epochs_to_5pct", "loss_increases", "fd_1d", "fd_floor", "sample_acc_guided", "coverage_entropy",
+                "nn_dist"):
         assert set(semi[key]) == {"mean", "std", "min", "max"}, key
     assert summary["paired"][0]["test_mse_inverse"]["n"] == 1
-    assert summary["best"]["config"] in configs
+    assert summary["best"]["config"] in configs and summary["best"]["by"] == "fd_1d"
+    samplers = json.loads((out / "samplers.json").read_text())["samplers"]
+    assert {(r["sampler"], r["steps"], r["guidance"]) for r in samplers} >= {
+        ("ddpm", 20, 1.0), ("ddim", 5, 1.0), ("ddim", 20, 1.0), ("dpmpp_2m", 10, 1.0), ("ddim", 20, 0.0), ("ddim", 20, 3.0)}
+    assert (out / "figures" / "trajectory.gif").read_bytes()[:6] == b"GIF89a"
     rows = list(csv.DictReader((out / "summary.csv").open()))
     assert len(rows) == 2 and float(rows[0]["test_mse_mean"]) > 0
     for run in ("mse-gaussian-implicit", "mse-gaussian-semi_implicit"):
         d = out / "runs" / run / "seed0"
         assert (d / "evaluation.json").exists() and (d / "samples.pt").exists() and (d / "checkpoint.pt").exists()
+        assert 0 <= json.loads((d / "quality.json").read_text())["sample_acc_guided"] <= 1
         assert list((d / "wandb").glob("offline-run-*")), "each training job is one offline W&B run"
         assert (out / "benchmarks" / "train" / f"{run}-seed0.tsv").exists()
         assert "SLURM_JOB_ID=none" in (out / "logs" / "train" / f"{run}-seed0.log").read_text()
