@@ -1,6 +1,6 @@
 """Aggregate a grid of runs: summary.json / summary.csv / report.md and the figures.
 
-Every numeric key of each run's evaluation.json (or metrics.json) is aggregated, so metrics added
+Every numeric key of each run's metrics.json and quality.json is aggregated, so metrics added
 later (the quality metrics, for example) appear in the summary without changes here.
 """
 import csv
@@ -27,7 +27,7 @@ def load_runs(run_dirs):
     for d in map(Path, run_dirs):
         cfg = yaml.safe_load((d / "config.yaml").read_text())
         metrics = {}
-        for name in ("metrics.json", "evaluation.json", "quality.json"):
+        for name in ("metrics.json", "quality.json"):
             if (d / name).exists():
                 metrics.update(json.loads((d / name).read_text()))
         numeric = {k: float(v) for k, v in metrics.items()

@@ -79,7 +79,7 @@ def test_local_profile_runs_the_smoke_grid(tmp_path):
     assert len(rows) == 2 and float(rows[0]["test_mse_mean"]) > 0
     for run in ("mse-gaussian-implicit", "mse-gaussian-semi_implicit"):
         d = out / "runs" / run / "seed0"
-        assert (d / "evaluation.json").exists() and (d / "samples.pt").exists() and (d / "checkpoint.pt").exists()
+        assert (d / "metrics.json").exists() and (d / "samples.pt").exists() and (d / "checkpoint.pt").exists()
         assert 0 <= json.loads((d / "quality.json").read_text())["sample_acc_guided"] <= 1
         assert list((d / "wandb").glob("offline-run-*")), "each training job is one offline W&B run"
         assert (out / "benchmarks" / "train" / f"{run}-seed0.tsv").exists()

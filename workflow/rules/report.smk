@@ -1,6 +1,6 @@
 rule aggregate:
     input:
-        evaluations=expand("{run}/evaluation.json", run=RUNS),
+        metrics=expand("{run}/metrics.json", run=RUNS),
         histories=expand("{run}/history.json", run=RUNS),
         samples=expand("{run}/samples.pt", run=RUNS),
         quality=expand("{run}/quality.json", run=RUNS),

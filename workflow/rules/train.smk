@@ -51,28 +51,6 @@ rule train:
         "wandb_name={params.name} >> {log} 2>&1"
 
 
-rule evaluate:
-    input:
-        checkpoint=rules.train.output.checkpoint,
-    output:
-        evaluation=f"{R}/runs/{{loss}}-{{noise}}-{{training}}/seed{{seed}}/evaluation.json",
-        samples=f"{R}/runs/{{loss}}-{{noise}}-{{training}}/seed{{seed}}/samples.pt",
-    params:
-        run=lambda w, input: os.path.dirname(input.checkpoint),
-        n=config["samples"],
-    threads: max(1, TRAIN["threads"])
-    resources:
-        mem_mb=TRAIN_RES.get("mem_mb", 3000),
-        runtime=TRAIN_RES.get("runtime", 60),
-        cpus_per_task=max(1, TRAIN["threads"]),
-    log:
-        f"{R}/logs/evaluate/{{loss}}-{{noise}}-{{training}}-seed{{seed}}.log",
-    container: CONTAINER
-    shell:
-        "(pydiffusion evaluate --run {params.run} --out {output.evaluation} && "
-        "pydiffusion sample --run {params.run} --n {params.n} --out {output.samples}) > {log} 2>&1"
-
-
 rule classifier:
     input:
         data=rules.data.output,
@@ -90,22 +68,26 @@ rule classifier:
         "pydiffusion classifier --cache {input.data} --threads {threads} --out {output} > {log} 2>&1"
 
 
-rule quality:
+rule evaluate:
     input:
         checkpoint=rules.train.output.checkpoint,
-        classifier=rules.classifier.output,
+        classifier=f"{R}/classifier.pt",
     output:
-        f"{R}/runs/{{loss}}-{{noise}}-{{training}}/seed{{seed}}/quality.json",
+        quality=f"{R}/runs/{{loss}}-{{noise}}-{{training}}/seed{{seed}}/quality.json",
+        samples=f"{R}/runs/{{loss}}-{{noise}}-{{training}}/seed{{seed}}/samples.pt",
     params:
         run=lambda w, input: os.path.dirname(input.checkpoint),
         n=config["quality_samples"],
+        n_samples=config["samples"],
     threads: max(1, TRAIN["threads"])
     resources:
         mem_mb=TRAIN_RES.get("mem_mb", 3000),
         runtime=TRAIN_RES.get("runtime", 60),
         cpus_per_task=max(1, TRAIN["threads"]),
     log:
-        f"{R}/logs/quality/{{loss}}-{{noise}}-{{training}}-seed{{seed}}.log",
+        f"{R}/logs/evaluate/{{loss}}-{{noise}}-{{training}}-seed{{seed}}.log",
     container: CONTAINER
     shell:
-        "pydiffusion quality --run {params.run} --classifier {input.classifier} --n {params.n} --out {output} > {log} 2>&1"
+        # the test metrics (metrics.json) come from the train job; this adds sample quality and samples
+        "(pydiffusion quality --run {params.run} --classifier {input.classifier} --n {params.n} --out {output.quality} && "
+        "pydiffusion sample --run {params.run} --n {params.n_samples} --out {output.samples}) > {log} 2>&1"
