@@ -1,9 +1,10 @@
 #!/usr/bin/env bash
 # System packages the full test suite needs: a one-node SLURM (slurm-wlm, munge) and the
-# offline Apptainer image build (debootstrap, squashfs-tools, siftool, bubblewrap).
+# offline Apptainer image build (debootstrap, squashfs-tools, siftool, bubblewrap; squashfuse mounts
+# the image instead of unpacking it).
 # Installs only what is missing; needs root (or sudo) for apt-get.
 set -euo pipefail
-packages=(slurm-wlm munge debootstrap squashfs-tools siftool bubblewrap)
+packages=(slurm-wlm munge debootstrap squashfs-tools siftool bubblewrap squashfuse)
 missing=()
 for p in "${packages[@]}"; do
     dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "install ok installed" || missing+=("$p")
