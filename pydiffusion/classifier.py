@@ -1,0 +1,113 @@
+"""The reference MNIST-1D classifier: a small 1-D CNN whose penultimate features play the role
+Inception features play for FID (pydiffusion.quality builds FD-1D on them).
+
+Trained once per dataset on the 4,000 training signals with light augmentation (random shifts,
+scale and noise); 20 epochs reach about 99% test accuracy in about 15 s of CPU on one thread.
+Saved atomically with the test accuracy measured when it was trained, so a reader can check that
+the file it loaded is the one that was measured.
+"""
+import time
+
+import torch
+from torch import nn
+import torch.nn.functional as F
+
+from .data import NUM_CLASSES
+from .io import save_torch
+
+
+class Classifier(nn.Module):
+    """Conv-BN-ReLU stacks 40 -> 20 -> 10, global average and max pooling, a 128-d feature layer."""
+
+    def __init__(self, width: int = 32, features: int = 128):
+        super().__init__()
+        self.width, self.n_features = width, features
+
+        def block(c_in, c_out, k):
+            return [nn.Conv1d(c_in, c_out, k, padding=k // 2), nn.BatchNorm1d(c_out), nn.ReLU()]
+
+        self.body = nn.Sequential(*block(1, width, 5), *block(width, width, 5), nn.MaxPool1d(2),
+                                  *block(width, 2 * width, 3), *block(2 * width, 2 * width, 3), nn.MaxPool1d(2),
+                                  *block(2 * width, 2 * width, 3))
+        self.feature = nn.Sequential(nn.Linear(4 * width, features), nn.ReLU())
+        self.head = nn.Linear(features, NUM_CLASSES)
+
+    def features(self, x):
+        """Penultimate features [B, 128] of signals x [B, 40]."""
+        h = self.body(x[:, None])
+        return self.feature(torch.cat([h.mean(-1), h.amax(-1)], dim=1))
+
+    def forward(self, x):
+        return self.head(self.features(x))
+
+
+def augment(x, gen):
+    """Light augmentation: a random shift of up to 3 samples (zero fill), scale 0.9-1.1, small noise."""
+    B, L = x.shape
+    shift = torch.randint(-3, 4, (B,), generator=gen)
+    idx = (torch.arange(L)[None] - shift[:, None])
+    valid = (idx >= 0) & (idx < L)
+    out = torch.where(valid, x.gather(1, idx.clamp(0, L - 1)), torch.zeros(()))
+    scale = 0.9 + 0.2 * torch.rand(B, 1, generator=gen)
+    return out * scale + 0.05 * torch.randn(x.shape, generator=gen)
+
+
+@torch.no_grad()
+def accuracy(model, x, y, batch_size=1000):
+    model.eval()
+    correct = sum((model(x[i:i + batch_size]).argmax(1) == y[i:i + batch_size]).sum().item()
+                  for i in range(0, len(x), batch_size))
+    return correct / len(x)
+
+
+@torch.no_grad()
+def predict(model, x, batch_size=1000):
+    model.eval()
+    return torch.cat([model(x[i:i + batch_size]).argmax(1) for i in range(0, len(x), batch_size)])
+
+
+@torch.no_grad()
+def features(classifier, x, batch_size=1000):
+    """Penultimate features of x in float64, batched (the input of frechet_distance)."""
+    classifier.eval()
+    return torch.cat([classifier.features(x[i:i + batch_size].float())
+                      for i in range(0, len(x), batch_size)]).double()
+
+
+def train_classifier(x, y, x_test, y_test, seed=0, epochs=20, batch_size=128, lr=3e-3, width=32, log=print):
+    """(classifier in eval mode, test accuracy): AdamW with a one-cycle schedule on augmented signals."""
+    torch.manual_seed(seed)
+    gen = torch.Generator().manual_seed(seed)
+    model = Classifier(width)
+    opt = torch.optim.AdamW(model.parameters(), lr=lr, weight_decay=1e-2)
+    steps = epochs * (len(x) // batch_size)
+    sched = torch.optim.lr_scheduler.OneCycleLR(opt, max_lr=lr, total_steps=steps)
+    t0 = time.perf_counter()
+    for epoch in range(epochs):
+        model.train()
+        perm = torch.randperm(len(x), generator=gen)
+        for i in range(len(x) // batch_size):
+            idx = perm[i * batch_size:(i + 1) * batch_size]
+            loss = F.cross_entropy(model(augment(x[idx], gen)), y[idx], label_smoothing=0.05)
+            opt.zero_grad(set_to_none=True)
+            loss.backward()
+            opt.step()
+            sched.step()
+        if (epoch + 1) % 10 == 0 or epoch + 1 == epochs:
+            log(f"classifier epoch {epoch + 1}: test accuracy {accuracy(model, x_test, y_test):.4f} "
+                f"({time.perf_counter() - t0:.0f} s)")
+    return model.eval(), accuracy(model, x_test, y_test)
+
+
+def save_classifier(model, test_acc, path, **extra):
+    """Atomic write of the weights, the architecture and the test accuracy measured at training."""
+    save_torch({"state_dict": model.state_dict(), "test_acc": test_acc,
+                "arch": {"width": model.width, "features": model.n_features}, **extra}, path)
+
+
+def load_classifier(path):
+    """(classifier in eval mode, the test accuracy recorded when it was trained)."""
+    d = torch.load(path, map_location="cpu", weights_only=True)
+    model = Classifier(**d.get("arch", {}))
+    model.load_state_dict(d["state_dict"])
+    return model.eval(), d["test_acc"]
