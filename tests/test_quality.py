@@ -114,3 +114,72 @@ def test_ddpm_sampler_matches_the_data_distribution():
     x_T = torch.randn(2000, 40, generator=torch.Generator().manual_seed(1), dtype=torch.float64)
     x = sample_ddpm(f, x_T, path, prediction="x0", clip=0, generator=torch.Generator().manual_seed(2))
     assert x.mean().item() == pytest.approx(1.5, abs=0.01) and x.std().item() == pytest.approx(0.5, abs=0.01)
+
+
+def test_frechet_distance_singular_covariance_and_fallback():
+    # 128-d features with dead units (as ReLU features have): singular covariances, finite FD;
+    # equal covariances shifted by delta give exactly ||delta||^2; sqrtm and the symmetric form agree
+    import numpy as np
+    from pydiffusion.quality import _trace_sqrt_product_symmetric
+
+    g = torch.Generator().manual_seed(0)
+    a = torch.randn(300, 128, generator=g, dtype=torch.float64) @ torch.randn(128, 128, generator=g, dtype=torch.float64)
+    a[:, :40] = 0
+    delta = torch.linspace(-1, 1, 128, dtype=torch.float64)
+    assert frechet_distance(a, a + delta) == pytest.approx(float((delta**2).sum()), rel=1e-6)
+    b = torch.randn(200, 128, generator=g, dtype=torch.float64) * 1.5
+    fd = frechet_distance(a, b)
+    c_a, c_b = np.cov(a.numpy(), rowvar=False), np.cov(b.numpy(), rowvar=False)
+    exact = float(a.mean(0).sub(b.mean(0)).pow(2).sum() + np.trace(c_a) + np.trace(c_b)
+                  - 2 * _trace_sqrt_product_symmetric(c_a, c_b))
+    assert fd == pytest.approx(exact, rel=1e-6) and fd > 0
+
+
+def test_classifier_features_and_saved_architecture(tmp_path):
+    from pydiffusion.classifier import Classifier, features
+
+    model = Classifier(width=8, features=16).eval()
+    x = torch.randn(7, 40)
+    f = features(model, x, batch_size=3)
+    assert f.shape == (7, 16) and f.dtype == torch.float64
+    assert torch.allclose(f.float(), model.features(x), atol=1e-6)
+    save_classifier(model, 0.5, tmp_path / "c.pt")
+    loaded, acc = load_classifier(tmp_path / "c.pt")
+    assert acc == 0.5 and loaded.width == 8 and torch.equal(loaded(x), model(x))
+
+
+def test_evaluate_quality_keys_and_sampler_settings(tiny_model):
+    from pydiffusion.classifier import Classifier
+    from pydiffusion.quality import compare_samplers, evaluate_quality, make_sampler
+
+    model, path, cfg = tiny_model
+    torch.manual_seed(0)
+    classifier = Classifier(width=8, features=16).eval()
+    g = torch.Generator().manual_seed(0)
+    data = (torch.randn(300, 40, generator=g), torch.arange(300) % 10, torch.randn(100, 40, generator=g),
+            torch.arange(100) % 10)
+    keys = {"sample_acc_guided", "fd_1d", "fd_floor", "fd_ratio", "fd_1d_unconditional", "coverage_entropy", "nn_dist",
+            "nn_dist_test_floor"}
+    for sampler in ("ddim", "ddpm", "dpmpp_2m"):
+        q = evaluate_quality(model, path, cfg, classifier, data, n=60, seed=0, sampler=sampler, steps=5)
+        assert set(q) == keys and all(isinstance(v, float) and v == v for v in q.values()), (sampler, q)
+        assert 0 <= q["sample_acc_guided"] <= 1 and 0 <= q["coverage_entropy"] <= 1 and q["fd_floor"] >= 0
+    assert q == evaluate_quality(model, path, cfg, classifier, data, n=60, seed=0, sampler="dpmpp_2m", steps=5)
+    rows = compare_samplers(model, path, cfg, classifier, data, n=30, log=lambda s: None,
+                            settings=[("ddpm", 5, 1.0), ("ddim", 5, 0.0), ("dpmpp_2m", 4, 3.0)])
+    assert [(r["sampler"], r["steps"], r["evaluations"]) for r in rows] == [("ddpm", 20, 20), ("ddim", 5, 5),
+                                                                             ("dpmpp_2m", 4, 8)]
+    assert rows[1]["accuracy"] is None and rows[0]["seconds_per_1000"] > 0
+    with pytest.raises(ValueError, match="unknown sampler"):
+        make_sampler("euler")
+
+
+@pytest.mark.parametrize("name,eta", [("ddpm", 1.0), ("ddim", 0.5)])
+def test_stochastic_samplers_are_deterministic_with_a_seeded_generator(tiny_model, name, eta):
+    from pydiffusion.quality import make_sampler
+
+    model, path, cfg = tiny_model
+    a, _ = draw(model, path, cfg, 20, 1.0, seed=3, steps=10, sampler=make_sampler(name, eta, seed=5))
+    b, _ = draw(model, path, cfg, 20, 1.0, seed=3, steps=10, sampler=make_sampler(name, eta, seed=5))
+    c, _ = draw(model, path, cfg, 20, 1.0, seed=3, steps=10, sampler=make_sampler(name, eta, seed=6))
+    assert torch.equal(a, b) and not torch.equal(a, c), "same x_T, different sampler noise must differ"
