@@ -53,7 +53,7 @@ def test_classifier_accuracy_is_what_was_recorded(tmp_path):
 @pytest.mark.slow
 def test_reference_classifier_reaches_97_percent(tmp_path):
     out = tmp_path / "classifier.pt"
-    r = subprocess.run([sys.executable, "-m", "pydiffusion.cli", "classifier", "--out", str(out), "--threads", "2"],
+    r = subprocess.run([sys.executable, "-m", "pydiffusion.cli", "classifier", "--out", str(out), "--threads", "1"],
                        capture_output=True, text=True, timeout=600)
     assert r.returncode == 0, r.stderr
     model, recorded = load_classifier(out)
