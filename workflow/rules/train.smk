@@ -56,11 +56,11 @@ rule classifier:
         data=rules.data.output,
     output:
         f"{R}/classifier.pt",
-    threads: 2
+    threads: 1  # ~20 s on one thread; a second thread only contends with the training jobs
     resources:
         mem_mb=2000,
         runtime=15,
-        cpus_per_task=2,
+        cpus_per_task=1,
     log:
         f"{R}/logs/classifier.log",
     container: CONTAINER
