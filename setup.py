@@ -1,6 +1,11 @@
-"""Builds the fused-kernel extension pydiffusion._C from csrc/ (CPU always; CUDA when torch has
-CUDA and nvcc is found). If the build fails the package still installs, and pydiffusion.ops falls
-back to the pure-PyTorch reference with a warning."""
+"""Builds the fused-kernel extension pydiffusion._C from csrc/ with ninja.
+
+The CPU kernels always; the CUDA kernels too when torch has CUDA and nvcc is found
+(PYDIFFUSION_CPU_ONLY=1 skips them). If the CUDA part fails to build, the CPU part is built alone;
+if that fails too, the package still installs, with one warning, and pydiffusion.ops falls back to
+the pure-PyTorch reference (PYDIFFUSION_FORCE_CUDA=1 attempts the CUDA build whatever torch says,
+which is how the fallback is tested on a machine without CUDA).
+"""
 import os
 import sys
 
@@ -11,31 +16,59 @@ try:
     import torch
     from torch.utils.cpp_extension import CUDA_HOME, BuildExtension, CppExtension, CUDAExtension
 except ImportError:
-    print("pydiffusion: torch is not installed yet; building without the fused kernels", file=sys.stderr)
+    print("pydiffusion: WARNING: torch is not installed yet; building without the fused kernels "
+          "(pydiffusion.ops will use the PyTorch reference)", file=sys.stderr)
 else:
     here = os.path.dirname(os.path.abspath(__file__))
-    sources = [os.path.join("csrc", "ops.cpp")]
-    # no FMA contraction: the kernels round like the eager PyTorch reference, which matters where
-    # a formula is ill-conditioned (x0_hat from eps divides by a_t ~ 0.004 at t = T)
-    cxx = ["-O3", "-fopenmp-simd", "-ffp-contract=off"]
-    with_cuda = torch.version.cuda is not None and CUDA_HOME is not None and os.environ.get("PYDIFFUSION_CPU_ONLY") != "1"
+    include = [os.path.join(here, "csrc")]
+    cpu_sources = [os.path.join("csrc", "ops.cpp")]
+    # -fopenmp: at::parallel_for is an inline OpenMP region, serial without it (the extension links
+    #   libgomp.so.1, which resolves to the copy torch has already loaded: one thread pool, and
+    #   torch.set_num_threads applies).
+    # -ffp-contract=off: no FMA contraction, so the kernels round like the eager PyTorch reference,
+    #   which matters where a formula is ill-conditioned (x0_hat from eps divides by a_t ~ 0.004 at t = T).
+    # -fno-math-errno: sqrt vectorises (it never sets errno on the clamped, non-negative arguments).
+    cxx = ["-O3", "-fopenmp", "-fno-math-errno", "-ffp-contract=off"]
+    link = ["-fopenmp"]
+
+    def cpu_extension():
+        return CppExtension("pydiffusion._C", cpu_sources, include_dirs=include, extra_compile_args={"cxx": cxx},
+                            extra_link_args=link)
+
+    force_cuda = os.environ.get("PYDIFFUSION_FORCE_CUDA") == "1"
+    with_cuda = (force_cuda or (torch.version.cuda is not None and CUDA_HOME is not None)) \
+        and os.environ.get("PYDIFFUSION_CPU_ONLY") != "1"
     if with_cuda:
-        sources.append(os.path.join("csrc", "cuda", "ops.cu"))
-        ext = CUDAExtension("pydiffusion._C", sources, include_dirs=[os.path.join(here, "csrc")],
+        ext = CUDAExtension("pydiffusion._C", cpu_sources + [os.path.join("csrc", "cuda", "ops.cu")],
+                            include_dirs=include, extra_link_args=link,
                             extra_compile_args={"cxx": cxx, "nvcc": ["-O3", "--fmad=false"]})
     else:
-        ext = CppExtension("pydiffusion._C", sources, include_dirs=[os.path.join(here, "csrc")],
-                           extra_compile_args={"cxx": cxx})
+        ext = cpu_extension()
+
+    def warn(what, err):
+        print(f"pydiffusion: WARNING: {what} ({type(err).__name__}: {str(err).strip()[:300]}); the compiler's "
+              "output is above", file=sys.stderr)
 
     class OptionalBuild(BuildExtension.with_options(use_ninja=True)):
-        """A failed build is a warning: the package works on the PyTorch reference ops."""
+        """CUDA failing falls back to CPU only; CPU failing is one warning, and the PyTorch reference ops."""
 
-        def run(self):
+        def build_extensions(self):
             try:
-                super().run()
-            except Exception as e:  # the compiler's own output is above
-                print(f"pydiffusion: WARNING: the fused-kernel extension did not build ({e}); "
-                      "pydiffusion.ops will use the PyTorch reference", file=sys.stderr)
+                super().build_extensions()
+                return
+            except Exception as e:
+                err = e
+            if with_cuda:
+                warn("the CUDA kernels did not build; building the CPU kernels alone", err)
+                self.extensions = [cpu_extension()]
+                try:
+                    super().build_extensions()
+                    return
+                except Exception as e:
+                    err = e
+            self.extensions = []  # nothing for setuptools to copy or record
+            warn("the fused-kernel extension pydiffusion._C did not build; pydiffusion.ops will use the "
+                 "PyTorch reference", err)
 
     ext_modules, cmdclass = [ext], {"build_ext": OptionalBuild}
 

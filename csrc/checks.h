@@ -59,7 +59,31 @@ inline void check_posterior_step(const at::Tensor& x_t, const at::Tensor& out, c
   TORCH_CHECK(clip >= 0.0, "pydiffusion: clip must be >= 0 (0 disables clamping), got ", clip);
 }
 
-// Range checks read the timesteps, so they run on the host (a device sync for CUDA tensors).
+// Range checks on host memory (CPU tensors): one pass over the timesteps, no ATen ops.
+// `lowest` is 0 for q_sample and 1 for posterior_step (t >= 1); s_idx may be null.
+inline void check_timestep_values(const int64_t* t, const int64_t* s_idx, int64_t n, int64_t T, int64_t lowest) {
+  int64_t lo = t[0], hi = t[0];
+  bool ordered = true;
+  for (int64_t i = 0; i < n; ++i) {
+    lo = t[i] < lo ? t[i] : lo;
+    hi = t[i] > hi ? t[i] : hi;
+  }
+  TORCH_CHECK(lo >= lowest && hi <= T, "pydiffusion: t must be in [", lowest, ", ", T, "], got values in [", lo, ", ",
+              hi, "]");
+  if (s_idx == nullptr) return;
+  lo = s_idx[0];
+  hi = s_idx[0];
+  for (int64_t i = 0; i < n; ++i) {
+    lo = s_idx[i] < lo ? s_idx[i] : lo;
+    hi = s_idx[i] > hi ? s_idx[i] : hi;
+    ordered = ordered && s_idx[i] < t[i];
+  }
+  TORCH_CHECK(lo >= 0 && hi <= T, "pydiffusion: s must be in [0, ", T, "], got values in [", lo, ", ", hi, "]");
+  TORCH_CHECK(ordered, "pydiffusion: every s must be < its t (a reverse step)");
+}
+
+// The same checks for device tensors with ATen reductions (one device-to-host copy, a sync):
+// called by the CUDA kernels only after their own in-kernel check has flagged bad input.
 inline void check_timestep_range(const at::Tensor& t, int64_t T, int64_t lowest, const char* name) {
   const auto lo = t.min().item<int64_t>(), hi = t.max().item<int64_t>();
   TORCH_CHECK(lo >= lowest && hi <= T, "pydiffusion: ", name, " must be in [", lowest, ", ", T, "], got values in [",

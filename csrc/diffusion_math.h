@@ -15,6 +15,10 @@ namespace pydiffusion {
 
 enum Prediction : int { kEps = 0, kX0 = 1, kV = 2 };
 
+// Correctly rounded square root in the working precision, on host and device.
+PD_HOST_DEVICE float pd_sqrt(float x) { return sqrtf(x); }
+PD_HOST_DEVICE double pd_sqrt(double x) { return sqrt(x); }
+
 // Coefficients of one reverse step t -> s, constant over a sample.
 template <typename T>
 struct StepCoef {
@@ -35,8 +39,8 @@ PD_HOST_DEVICE StepCoef<T> step_coef(T a_t, T s_t, T a_s, T s_s, T eta) {
   const T q = a_t / a_s * s_s / s_t;
   const T r = q * q;
   const T one_minus_r = T(1) - r > T(0) ? T(1) - r : T(0);
-  const T sigma = eta * s_s * sqrt(one_minus_r);
-  const T dir = s_s * sqrt((T(1) - eta * eta) + eta * eta * r);
+  const T sigma = eta * s_s * pd_sqrt(one_minus_r);
+  const T dir = s_s * pd_sqrt((T(1) - eta * eta) + eta * eta * r);
   return StepCoef<T>{a_t, s_t, a_s, sigma, dir};
 }
 
