@@ -2,6 +2,7 @@
 import os
 import re
 import subprocess
+import time
 
 import pytest
 import torch
@@ -48,9 +49,15 @@ def test_failing_job_makes_snakemake_fail_not_hang(cluster, tmp_path):
     bad = tmp_path / "cuda.yaml"
     bad.write_text(yaml.safe_dump(cfg))
     out = tmp_path / "results"
+    # the training job as the target, so nothing else (the classifier) keeps the run going after it fails;
+    # the plugin notices the failure within its polling interval and snakemake must then exit, not wait
+    target = out / "runs" / "mse-gaussian-implicit" / "seed0" / "metrics.json"
+    t0 = time.monotonic()
     r = snakemake("--profile", "profiles/slurm", "--configfile", str(bad), "--config", f"results={out}",
-                  "--retries", "0", timeout=600)
+                  "--retries", "0", str(target), timeout=600)
     assert r.returncode != 0
+    assert time.monotonic() - t0 < 300, "snakemake took too long to give up on a failed SLURM job"
+    assert re.search(r"SLURM-job '\d+' failed", r.stdout + r.stderr)
     log = (out / "logs" / "train" / "mse-gaussian-implicit-seed0.log").read_text()
     assert "no CUDA GPU is available" in log
     assert not (out / "report.md").exists()
