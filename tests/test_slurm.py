@@ -61,3 +61,22 @@ def test_failing_job_makes_snakemake_fail_not_hang(cluster, tmp_path):
     log = (out / "logs" / "train" / "mse-gaussian-implicit-seed0.log").read_text()
     assert "no CUDA GPU is available" in log
     assert not (out / "report.md").exists()
+
+
+def test_gpu_request_reaches_sbatch(cluster, tmp_path):
+    """resources: train: gpus: 1 asks SLURM for a GPU (--gpus=1); the local node has none, so SLURM refuses."""
+    cfg = yaml.safe_load((ROOT / "config" / "smoke.yaml").read_text())
+    cfg["grid"]["training"] = ["implicit"]
+    cfg["resources"]["train"]["gpus"] = 1
+    gpu = tmp_path / "gpu.yaml"
+    gpu.write_text(yaml.safe_dump(cfg))
+    out = tmp_path / "results"
+    target = out / "runs" / "mse-gaussian-implicit" / "seed0" / "metrics.json"
+    r = snakemake("--profile", "profiles/slurm", "--configfile", str(gpu), "--config", f"results={out}",
+                  "--retries", "0", "--verbose", str(target), timeout=300)
+    text = r.stdout + r.stderr
+    train_call = next(line for line in text.splitlines() if line.startswith("sbatch call:") and "rule_train/" in line)
+    assert "--gpus=1" in train_call
+    other_calls = [line for line in text.splitlines() if line.startswith("sbatch call:") and "rule_train/" not in line]
+    assert other_calls and not any("--gpus" in line for line in other_calls)
+    assert r.returncode != 0 and "generic resource" in text
