@@ -7,6 +7,7 @@ the pure-PyTorch reference (PYDIFFUSION_FORCE_CUDA=1 attempts the CUDA build wha
 which is how the fallback is tested on a machine without CUDA).
 """
 import os
+import shutil
 import sys
 
 from setuptools import setup
@@ -28,7 +29,8 @@ else:
     # -ffp-contract=off: no FMA contraction, so the kernels round like the eager PyTorch reference,
     #   which matters where a formula is ill-conditioned (x0_hat from eps divides by a_t ~ 0.004 at t = T).
     # -fno-math-errno: sqrt vectorises (it never sets errno on the clamped, non-negative arguments).
-    cxx = ["-O3", "-fopenmp", "-fno-math-errno", "-ffp-contract=off"]
+    # -g0: no debug information (Python's own CFLAGS ask for -g; it makes the library 7 MB).
+    cxx = ["-O3", "-g0", "-fopenmp", "-fno-math-errno", "-ffp-contract=off"]
     link = ["-fopenmp"]
 
     def cpu_extension():
@@ -38,16 +40,20 @@ else:
     force_cuda = os.environ.get("PYDIFFUSION_FORCE_CUDA") == "1"
     with_cuda = (force_cuda or (torch.version.cuda is not None and CUDA_HOME is not None)) \
         and os.environ.get("PYDIFFUSION_CPU_ONLY") != "1"
-    if with_cuda:
-        ext = CUDAExtension("pydiffusion._C", cpu_sources + [os.path.join("csrc", "cuda", "ops.cu")],
-                            include_dirs=include, extra_link_args=link,
-                            extra_compile_args={"cxx": cxx, "nvcc": ["-O3", "--fmad=false"]})
-    else:
-        ext = cpu_extension()
-
     def warn(what, err):
-        print(f"pydiffusion: WARNING: {what} ({type(err).__name__}: {str(err).strip()[:300]}); the compiler's "
-              "output is above", file=sys.stderr)
+        print(f"pydiffusion: WARNING: {what} ({type(err).__name__}: {str(err).strip()[:300]})", file=sys.stderr)
+
+    ext = None
+    if with_cuda:
+        try:
+            ext = CUDAExtension("pydiffusion._C", cpu_sources + [os.path.join("csrc", "cuda", "ops.cu")],
+                                include_dirs=include, extra_link_args=link,
+                                extra_compile_args={"cxx": cxx, "nvcc": ["-O3", "--fmad=false"]})
+        except Exception as e:  # no CUDA toolkit where torch looks for one
+            warn("the CUDA kernels cannot be configured; building the CPU kernels alone", e)
+            with_cuda = False
+    if ext is None:
+        ext = cpu_extension()
 
     class OptionalBuild(BuildExtension.with_options(use_ninja=True)):
         """CUDA failing falls back to CPU only; CPU failing is one warning, and the PyTorch reference ops."""
@@ -59,7 +65,7 @@ else:
             except Exception as e:
                 err = e
             if with_cuda:
-                warn("the CUDA kernels did not build; building the CPU kernels alone", err)
+                warn("the CUDA kernels did not build (compiler output above); building the CPU kernels alone", err)
                 self.extensions = [cpu_extension()]
                 try:
                     super().build_extensions()
@@ -67,8 +73,26 @@ else:
                 except Exception as e:
                     err = e
             self.extensions = []  # nothing for setuptools to copy or record
-            warn("the fused-kernel extension pydiffusion._C did not build; pydiffusion.ops will use the "
-                 "PyTorch reference", err)
+            warn("the fused-kernel extension pydiffusion._C did not build (compiler output above); "
+                 "pydiffusion.ops will use the PyTorch reference", err)
+
+        def copy_extensions_to_source(self):
+            """In-place (editable) builds: copy the library beside the old one and rename it over it.
+            setuptools rewrites the old file in place, which can crash a running process that has it
+            mapped (tests or training runs during a rebuild)."""
+
+            def atomic_copy(src, dst, *args, **kwargs):
+                tmp = f"{dst}.{os.getpid()}.tmp"
+                shutil.copyfile(src, tmp)
+                shutil.copymode(src, tmp)
+                os.replace(tmp, dst)
+                return dst, True
+
+            self.copy_file = atomic_copy
+            try:
+                super().copy_extensions_to_source()
+            finally:
+                del self.copy_file
 
     ext_modules, cmdclass = [ext], {"build_ext": OptionalBuild}
 

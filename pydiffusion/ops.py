@@ -57,21 +57,7 @@ if _EXT:
                              f"{tuple(out.shape)} and {tuple(z.shape)}")
         return x_t.new_empty(x_t.shape), x_t.new_empty(x_t.shape)
 
-    def _q_sample_setup(ctx, inputs, output):
-        _, _, t, a, s = inputs
-        ctx.save_for_backward(t, a, s)
-
-    def _q_sample_backward(ctx, grad):
-        # x_t = a[t] x0 + s[t] eps: d/dx0 = a[t], d/deps = s[t]; no gradient for t or the tables.
-        # Written with differentiable torch ops, so double backward works too.
-        t, a, s = ctx.saved_tensors
-        shape = (-1,) + (1,) * (grad.dim() - 1)
-        dt = torch.float32 if grad.dtype in (torch.float16, torch.bfloat16) else grad.dtype
-        grad_x0 = (a[t].to(dt).reshape(shape) * grad).to(grad.dtype) if ctx.needs_input_grad[0] else None
-        grad_eps = (s[t].to(dt).reshape(shape) * grad).to(grad.dtype) if ctx.needs_input_grad[1] else None
-        return grad_x0, grad_eps, None, None, None
-
-    torch.library.register_autograd("pydiffusion::q_sample", _q_sample_backward, setup_context=_q_sample_setup)
+    # q_sample's autograd (gradients for x0 and eps) is registered in C++ (csrc/ops.cpp).
 
 
 def backend(device="cpu", dtype=torch.float32) -> str:
