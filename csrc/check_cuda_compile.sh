@@ -3,7 +3,8 @@
 # build of torch needed): a CUDA compile error fails CI even on a machine without a GPU.
 #   csrc/check_cuda_compile.sh [OUT_DIR]      (PYTHON: the interpreter with torch; NVCC: the compiler)
 # Any torch wheel will do, the CPU one included: its include folders hold the ATen and c10/cuda
-# headers; the CUDA headers come from the toolkit beside nvcc. Exit 2: nvcc or torch is missing.
+# headers; the CUDA headers come from the toolkit beside nvcc. Exit 77: nvcc or torch is missing
+# (any other non-zero status is a compile error).
 set -euo pipefail
 here="$(cd "$(dirname "$0")" && pwd)"
 out="${1:-$(mktemp -d)}"
@@ -11,11 +12,11 @@ python="${PYTHON:-python3}"
 nvcc="${NVCC:-$(command -v nvcc || echo /usr/local/cuda/bin/nvcc)}"
 if [ ! -x "$nvcc" ]; then
     echo "check_cuda_compile: nvcc not found (set NVCC or put it on PATH)" >&2
-    exit 2
+    exit 77
 fi
 if ! "$python" -c "import torch" 2>/dev/null; then
     echo "check_cuda_compile: $python cannot import torch (set PYTHON)" >&2
-    exit 2
+    exit 77
 fi
 cuda_home="$(dirname "$(dirname "$nvcc")")"
 includes=()
