@@ -256,10 +256,23 @@ def _sample_then_renoise(x0, eps, t, out, z, path):
     return x_s * 2 + ops.q_sample(x0_hat, eps, t - 1, path), x0_hat
 
 
+def _cpp_compiler_missing():
+    """Why inductor cannot run here, or None: its CPU code generation compiles C++ at run time, and
+    the container image removes the compiler after building the extension."""
+    try:
+        from torch._inductor.cpp_builder import get_cpp_compiler
+        get_cpp_compiler()
+    except Exception as e:  # torch raises InvalidCxxCompiler (or a subprocess error) when none works
+        return f"{type(e).__name__}: {str(e).strip().splitlines()[0] if str(e).strip() else 'no C++ compiler'}"
+    return None
+
+
 @pytest.mark.parametrize("backend", ["aot_eager", "inductor"])
 def test_torch_compile_fullgraph(backend):
     """Both ops, through the public API, in one graph: no graph breaks (fullgraph=True), dynamic
     batch sizes, and the compiled result equals the eager one."""
+    if backend == "inductor" and (why := _cpp_compiler_missing()):
+        pytest.skip(f"inductor needs a C++ compiler at run time ({why}); aot_eager covers tracing")
     path = PATHS[0]
     torch._dynamo.reset()
     compiled = torch.compile(_sample_then_renoise, fullgraph=True, dynamic=True, backend=backend)
