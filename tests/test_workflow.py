@@ -22,8 +22,8 @@ def test_seed_count_and_smoke_plan():
     assert job_counts(r.stdout)["train"] == 2 * 5
 
 
-def test_train_settings_from_the_command_line_keep_their_types(tmp_path):
-    # Snakemake hands nested --config values over as strings; the jobs must get numbers and lists.
+def test_nested_values_from_the_command_line_keep_their_types(tmp_path):
+    # Snakemake hands nested --config values over as text; the jobs must get numbers and lists.
     out = tmp_path / "out"
     r = snakemake("--cores", "1", str(out / "train.yaml"), "--config",
                   "train={epochs: 30, channel_mult: [1, 2], wandb_mode: disabled}", f"results={out}")
@@ -31,6 +31,9 @@ def test_train_settings_from_the_command_line_keep_their_types(tmp_path):
     shared = yaml.safe_load((out / "train.yaml").read_text())
     assert shared["epochs"] == 30 and shared["channel_mult"] == [1, 2] and shared["wandb_mode"] == "disabled"
     assert shared["T"] == 20  # the rest of config/config.yaml's train: section is kept
+    r = snakemake("-n", "--config", "seeds=[3, 7]", f"results={tmp_path / 'plan'}")
+    assert r.returncode == 0, r.stderr
+    assert "seed3" in r.stdout and "seed7" in r.stdout and "seed0" not in r.stdout
     r = snakemake("-n", "--config", "train={epochs: three}", f"results={tmp_path / 'bad'}")
     assert r.returncode != 0 and "config key 'epochs' must be int, got 'three'" in r.stderr + r.stdout
 

@@ -4,18 +4,8 @@ import json
 
 import yaml
 
-from pydiffusion.config import DEFAULTS, ConfigError, validate as validate_train
+from pydiffusion.config import ConfigError, validate as validate_train
 
-# `--config 'train={epochs: 30}'` reaches us with every nested value a string (Snakemake reads
-# nested command-line values with YAML's BaseLoader); read those as YAML, as `pydiffusion train --set` does.
-def _from_text(value):
-    if isinstance(value, list):
-        return [_from_text(v) for v in value]
-    return yaml.safe_load(value) if isinstance(value, str) else value
-
-
-_TEXT_KEYS = {k for k, v in DEFAULTS.items() if v is None or isinstance(v, str)}
-config["train"] = {k: v if k in _TEXT_KEYS else _from_text(v) for k, v in config["train"].items()}
 R = config["results"]
 SEEDS = list(range(config["seeds"])) if isinstance(config["seeds"], int) else config["seeds"]
 CONFIGS = [f"{l}-{n}-{t}" for l, n, t in itertools.product(
