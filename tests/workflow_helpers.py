@@ -9,8 +9,9 @@ ROOT = Path(__file__).resolve().parents[1]
 
 
 def snakemake(*args, timeout=900):
-    """Run snakemake in the repository root with this interpreter's bin/ first on PATH."""
-    env = {**os.environ, "PATH": f"{Path(sys.executable).parent}:{os.environ['PATH']}"}
+    """Run this interpreter's snakemake in the repository root, as the README does (no venv on PATH)."""
+    env = {**os.environ, "PATH": os.pathsep.join(p for p in os.environ["PATH"].split(os.pathsep)
+                                                  if Path(p) != Path(sys.executable).parent)}
     return subprocess.run([str(Path(sys.executable).parent / "snakemake"), *args], cwd=ROOT, env=env,
                           capture_output=True, text=True, timeout=timeout)
 

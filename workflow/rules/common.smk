@@ -1,6 +1,9 @@
 import hashlib
 import itertools
 import json
+import os
+import sys
+from pathlib import Path
 
 import yaml
 
@@ -25,6 +28,10 @@ for _axis in ("loss", "noise", "training", "seed", "data_cache"):
 SHARED = {**config["train"], "wandb_group": config["train"].get("wandb_group") or f"grid-{GRID_ID}"}
 TRAIN_RES = config["resources"]["train"]
 CONTAINER = config.get("container") or None
+if CONTAINER is None:
+    # jobs run bare call `pydiffusion`: the one installed beside the Python running Snakemake, so
+    # `.venv/bin/snakemake` works without an activated venv (locally and in SLURM jobs, which re-read this file)
+    os.environ["PATH"] = f"{Path(sys.executable).parent}{os.pathsep}{os.environ.get('PATH', '')}"
 
 wildcard_constraints:
     loss="mse|kl",
