@@ -13,7 +13,7 @@ from torch import nn
 import torch.nn.functional as F
 
 from .data import NUM_CLASSES
-from .io import save_torch
+from .io import UnreadableFileError, load_torch, save_torch
 
 
 class Classifier(nn.Module):
@@ -107,7 +107,10 @@ def save_classifier(model, test_acc, path, **extra):
 
 def load_classifier(path):
     """(classifier in eval mode, the test accuracy recorded when it was trained)."""
-    d = torch.load(path, map_location="cpu", weights_only=True)
-    model = Classifier(**d.get("arch", {}))
+    fix = "train it again with `pydiffusion classifier --out FILE`"
+    d = load_torch(path, "classifier", fix)
+    if not isinstance(d, dict) or not {"state_dict", "test_acc", "arch"} <= set(d):
+        raise UnreadableFileError(f"classifier {path} is not a pydiffusion classifier; {fix}")
+    model = Classifier(**d["arch"])
     model.load_state_dict(d["state_dict"])
     return model.eval(), d["test_acc"]

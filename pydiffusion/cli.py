@@ -1,7 +1,8 @@
 """pydiffusion command line: data, train, evaluate, sample, doctor.
 
-Bad input (a config error, a missing run) is one line on stderr and exit status 2, before any
-work starts.
+Bad input (a config error, a missing or broken file, a busy run directory) is one line on
+stderr and exit status 2, before any work starts; so is a training run that cannot go on.
+Warnings are one line each.
 """
 import argparse
 import os
@@ -26,25 +27,37 @@ def cmd_train(args):
     from .training import train
 
     cfg = load_config(args.config, args.set)
-    metrics = train(cfg, args.out)
+    metrics = train(cfg, args.out, wait=args.wait, restart_on_config_change=args.restart_on_config_change)
     print(f"test_mse={metrics['test_mse']:.4f} (forward {metrics['test_mse_forward']:.4f}, inverse "
           f"{metrics['test_mse_inverse']:.4f}) test_kl={metrics['test_kl']:.4f} nats/dim "
           f"in {metrics['train_time_s']:.1f} s; wrote {Path(args.out) / 'metrics.json'}")
 
 
-def cmd_evaluate(args):
-    import json
+def _check_out_file(out, suffixes):
+    out = Path(out)
+    if out.is_dir():
+        raise ConfigError(f"--out {out} is a directory; give a file name ending in {' or '.join(suffixes)}")
+    if out.suffix not in suffixes:
+        raise ConfigError(f"--out {out} must end in {' or '.join(suffixes)}")
+    for parent in out.parents:
+        if parent.exists():
+            if not parent.is_dir():
+                raise ConfigError(f"--out {out} is under {parent}, which is a file; choose another --out")
+            break
+    return out
 
+
+def cmd_evaluate(args):
     from .data import load_mnist1d
     from .io import save_json
     from .models import count_parameters
-    from .training import evaluate_run, load_run
+    from .training import evaluate_run, load_run, read_run
 
+    out = _check_out_file(args.out or Path(args.run) / "metrics.json", (".json",))
     model, path, cfg = load_run(args.run)
     _, _, x_test, y_test = load_mnist1d(cfg["data_cache"])
-    history = json.loads((Path(args.run) / "history.json").read_text())
+    history = read_run(args.run)["history"]
     metrics = evaluate_run(model, path, cfg, history, x_test, y_test, count_parameters(model))
-    out = Path(args.out or Path(args.run) / "metrics.json")
     save_json(metrics, out)
     print(f"test_mse={metrics['test_mse']:.4f} test_kl={metrics['test_kl']:.4f}; wrote {out}")
 
@@ -58,12 +71,19 @@ def cmd_sample(args):
     from .sampling import guided, sample_ddim, sample_ddpm
     from .training import load_run
 
+    _check_out_file(args.out, (".pt",))
+    if args.n < 1:
+        raise ConfigError(f"--n is {args.n}; it must be >= 1")
+    if not 0 <= args.eta <= 1:
+        raise ConfigError(f"--eta is {args.eta}; it must be in [0, 1] (0 = DDIM, 1 = DDPM-like noise)")
+    if not 0 <= args.guidance < float("inf"):
+        raise ConfigError(f"--guidance is {args.guidance}; it must be a finite number >= 0 (0 = unconditional)")
+    if not 0 <= args.seed < 2**63:
+        raise ConfigError(f"--seed is {args.seed}; it must be in [0, 2**63)")
     model, path, cfg = load_run(args.run)
-    steps = args.steps or cfg["sample_steps"]
+    steps = cfg["sample_steps"] if args.steps is None else args.steps
     if not 1 <= steps <= path.T:
         raise ConfigError(f"--steps is {steps}; it must be in [1, T={path.T}]")
-    if args.n < 1 or not 0 <= args.eta <= 1 or args.guidance < 0:
-        raise ConfigError(f"need --n >= 1, --eta in [0, 1] and --guidance >= 0; got {args.n}, {args.eta}, {args.guidance}")
     gen = torch.Generator().manual_seed(args.seed)
     y = torch.arange(args.n) % NUM_CLASSES if args.guidance != 0 else torch.full((args.n,), NULL_LABEL)
     x_T = torch.randn((args.n, 40), generator=gen)
@@ -85,6 +105,9 @@ def cmd_classifier(args):
     from .data import load_mnist1d
     from .quality import save_classifier, train_classifier
 
+    _check_out_file(args.out, (".pt",))
+    if args.threads < 0 or not 0 <= args.seed < 2**63:
+        raise ConfigError(f"need --threads >= 0 and --seed in [0, 2**63); got {args.threads} and {args.seed}")
     if args.threads:
         torch.set_num_threads(args.threads)
     t0 = time.perf_counter()
@@ -99,6 +122,9 @@ def cmd_quality(args):
     from .quality import evaluate_quality, load_classifier
     from .training import load_run
 
+    _check_out_file(args.out, (".json",))
+    if args.n < 10 or not 0 <= args.seed < 2**63:
+        raise ConfigError(f"need --n >= 10 (samples per measurement) and --seed in [0, 2**63); got {args.n} and {args.seed}")
     model, path, cfg = load_run(args.run)
     classifier, _ = load_classifier(args.classifier)
     q = evaluate_quality(model, path, cfg, classifier, load_mnist1d(cfg["data_cache"]), n=args.n, seed=args.seed)
@@ -152,9 +178,20 @@ def cmd_doctor(args):
     return 1 if failed else 0
 
 
+class _Parser(argparse.ArgumentParser):
+    """argparse, with its usage errors on one line like every other error."""
+
+    def error(self, message):
+        self.exit(2, f"{self.prog}: error: {message} (see {self.prog} --help)\n")
+
+
+def _one_line_warning(message, category, filename, lineno, file=None, line=None):
+    print(f"pydiffusion: warning: {' '.join(str(message).split())}", file=sys.stderr)
+
+
 def build_parser():
-    p = argparse.ArgumentParser(prog="pydiffusion", description=__doc__.splitlines()[0])
-    sub = p.add_subparsers(dest="command", required=True)
+    p = _Parser(prog="pydiffusion", description=__doc__.splitlines()[0])
+    sub = p.add_subparsers(dest="command", required=True, parser_class=_Parser)
 
     s = sub.add_parser("data", help="generate and cache MNIST-1D")
     s.add_argument("--cache", help="cache folder (default $PYDIFFUSION_CACHE or ~/.cache/pydiffusion)")
@@ -164,6 +201,11 @@ def build_parser():
     s.add_argument("--config", help="YAML file of config keys (see pydiffusion/config.py)")
     s.add_argument("--out", required=True, help="run directory")
     s.add_argument("--set", nargs="*", default=[], metavar="KEY=VALUE", help="override config keys")
+    s.add_argument("--wait", action="store_true",
+                   help="if another process trains into OUT, wait for it and resume instead of stopping")
+    s.add_argument("--restart-on-config-change", action="store_true",
+                   help="a checkpoint in OUT of a different configuration is discarded instead of stopping "
+                        "(the workflow's choice: a changed grid retrains)")
     s.set_defaults(fn=cmd_train)
 
     s = sub.add_parser("evaluate", help="recompute a run's test metrics with its EMA weights")
@@ -203,12 +245,19 @@ def build_parser():
 
 
 def main(argv=None):
+    from .io import RunLockedError, UnreadableFileError
+    from .training import TrainingError
+
     args = build_parser().parse_args(argv)
+    warnings.showwarning = _one_line_warning
     try:
         return args.fn(args) or 0
-    except (ConfigError, FileNotFoundError) as e:
-        print(f"pydiffusion {args.command}: error: {e}", file=sys.stderr)
+    except (ConfigError, FileNotFoundError, UnreadableFileError, RunLockedError, TrainingError) as e:
+        print(f"pydiffusion {args.command}: error: {' '.join(str(e).split())}", file=sys.stderr)
         return 2
+    except KeyboardInterrupt:
+        print(f"pydiffusion {args.command}: interrupted; rerun the same command to resume", file=sys.stderr)
+        return 130
 
 
 if __name__ == "__main__":

@@ -5,6 +5,7 @@ DEFAULTS / CHOICES / CHECKS below. `load_config` merges a YAML file and `key=val
 overrides onto the defaults and raises ConfigError (one line naming the key and the valid
 choices) before any work starts.
 """
+import math
 from pathlib import Path
 
 import yaml
@@ -75,6 +76,9 @@ CHOICES = {
     "wandb_mode": ("disabled", "offline", "online"),
 }
 
+# seeds feed torch.Generator.manual_seed (64 bits) after small offsets
+MAX_SEED = 2**63
+
 # key -> (predicate, description of the valid values)
 CHECKS = {
     "T": (lambda v: v >= 2, "an integer >= 2"),
@@ -93,6 +97,8 @@ CHECKS = {
     "grad_clip": (lambda v: v >= 0, ">= 0 (0 disables clipping)"),
     "ema_decay": (lambda v: 0 <= v < 1, "in [0, 1)"),
     "accum_steps": (lambda v: v >= 1, "an integer >= 1"),
+    "seed": (lambda v: 0 <= v < MAX_SEED, f"an integer in [0, {MAX_SEED})"),
+    "eval_seed": (lambda v: 0 <= v < MAX_SEED, f"an integer in [0, {MAX_SEED})"),
     "threads": (lambda v: v >= 0, "an integer >= 0 (0 keeps torch's default)"),
     "checkpoint_every": (lambda v: v >= 1, "an integer >= 1 (epochs)"),
     "psnr_timesteps": (lambda v: len(v) >= 1 and all(isinstance(t, int) and t >= 1 for t in v),
@@ -143,7 +149,9 @@ def validate(cfg: dict) -> dict:
             expected = "a string or null" if DEFAULTS[key] is None else type(DEFAULTS[key]).__name__
             raise ConfigError(f"config key {key!r} must be {expected}, got {value!r}")
         if isinstance(DEFAULTS[key], float):
-            out[key] = float(value)
+            out[key] = value = float(value)
+            if not math.isfinite(value):
+                raise ConfigError(f"config key {key!r} is {value!r}; it must be a finite number")
         if key in CHOICES and value not in CHOICES[key]:
             raise ConfigError(f"config key {key!r} is {value!r}; choose one of {', '.join(CHOICES[key])}")
         if key in CHECKS and not CHECKS[key][0](value):
@@ -163,8 +171,16 @@ def parse_overrides(pairs) -> dict:
         key, sep, value = pair.partition("=")
         if not sep or not key:
             raise ConfigError(f"override {pair!r} is not key=value (for example --set epochs=5)")
-        out[key.strip()] = yaml.safe_load(value)
+        try:
+            out[key.strip()] = yaml.safe_load(value)
+        except yaml.YAMLError as e:
+            raise ConfigError(f"override {pair!r}: the value is not valid YAML ({_first_line(e)}); "
+                              f"quote lists whole, for example --set 'channel_mult=[1, 2]'") from None
     return out
+
+
+def _first_line(e: Exception) -> str:
+    return " ".join(str(e).split())
 
 
 def load_config(path=None, overrides=None) -> dict:
@@ -175,9 +191,11 @@ def load_config(path=None, overrides=None) -> dict:
         if not path.is_file():
             raise ConfigError(f"config file {str(path)!r} does not exist")
         try:
-            cfg = yaml.safe_load(path.read_text()) or {}
+            cfg = yaml.safe_load(path.read_bytes().decode("utf-8")) or {}
+        except UnicodeDecodeError as e:
+            raise ConfigError(f"config file {str(path)!r} is not UTF-8 text (byte {e.start}); save it as UTF-8") from None
         except yaml.YAMLError as e:
-            raise ConfigError(f"config file {str(path)!r} is not valid YAML: {e}".splitlines()[0]) from None
+            raise ConfigError(f"config file {str(path)!r} is not valid YAML ({_first_line(e)})") from None
         if not isinstance(cfg, dict):
             raise ConfigError(f"config file {str(path)!r} must hold a mapping of key: value")
     cfg.update(parse_overrides(overrides) if not isinstance(overrides, dict) else overrides)

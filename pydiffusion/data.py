@@ -4,15 +4,17 @@ import json
 import math
 import os
 import random
+import warnings
 from pathlib import Path
 
 import numpy as np
 import torch
 
-from .io import save_torch
+from .io import UnreadableFileError, load_torch, save_torch
 
 SIGNAL_LENGTH = 40
 NUM_CLASSES = 10
+_SPLITS = ("x", "y", "x_test", "y_test")
 
 
 def default_cache_dir() -> Path:
@@ -30,15 +32,23 @@ def load_mnist1d(cache_dir=None):
     """(x, y, x_test, y_test): float32 [4000, 40], int64 [4000], float32 [1000, 40], int64 [1000].
 
     Generated with mnist1d.data.make_dataset (never downloaded) and cached in a file keyed by
-    the generation arguments. mnist1d reseeds the global numpy and random RNGs; their states
+    the generation arguments; a damaged cache file (truncated, foreign, holding code) is never
+    unpickled but generated again. mnist1d reseeds the global numpy and random RNGs; their states
     are restored so the caller's randomness is untouched.
     """
     args, key_args = _generation_args()
     key = hashlib.sha256(json.dumps(key_args, sort_keys=True).encode()).hexdigest()[:16]
     path = Path(cache_dir or default_cache_dir()) / f"mnist1d-{key}.pt"
+    d = None
     if path.exists():
-        d = torch.load(path)
-    else:
+        try:
+            d = load_torch(path, "data cache", "generating it again")
+            if not isinstance(d, dict) or not all(isinstance(d.get(k), torch.Tensor) for k in _SPLITS):
+                raise UnreadableFileError(f"data cache {path} is not a pydiffusion MNIST-1D cache; generating it again")
+        except UnreadableFileError as e:
+            warnings.warn(str(e), stacklevel=2)
+            d = None
+    if d is None:
         import mnist1d.data
 
         np_state, py_state = np.random.get_state(), random.getstate()
@@ -55,7 +65,7 @@ def load_mnist1d(cache_dir=None):
             "args": key_args,
         }
         save_torch(d, path)
-    return d["x"], d["y"], d["x_test"], d["y_test"]
+    return tuple(d[k] for k in _SPLITS)
 
 
 def prime_inverse(x: torch.Tensor, y: torch.Tensor) -> torch.Tensor:

@@ -1,10 +1,26 @@
-"""Atomic file writes: a crash never leaves a half-written output behind."""
+"""Files: atomic writes (a crash never leaves a half-written output behind), loads that refuse
+code and name the broken file, and a lock so that one run directory has one writer."""
+import errno
+import fcntl
 import json
 import os
 import tempfile
+import time
 from pathlib import Path
 
 import torch
+
+
+class UnreadableFileError(ValueError):
+    """A file is broken or not what it should be: the message names it and what to do."""
+
+
+class UnsafeFileError(UnreadableFileError):
+    """A torch file holds objects that loading would have to execute: refused, never unpickled."""
+
+
+class RunLockedError(RuntimeError):
+    """Another process holds the run directory."""
 
 
 def _umask() -> int:
@@ -31,6 +47,15 @@ def _atomic(path, write):
         raise
 
 
+def remove_stale_temporaries(folder) -> list:
+    """Delete the temporary files of writes that a killed process left in `folder` (call it only
+    while holding the folder's lock: another writer's temporaries are not stale)."""
+    stale = [p for p in Path(folder).glob(".*.tmp") if p.is_file()]
+    for p in stale:
+        p.unlink(missing_ok=True)
+    return stale
+
+
 def save_torch(obj, path):
     _atomic(path, lambda f: torch.save(obj, f))
 
@@ -47,3 +72,72 @@ def save_figure(fig, path, dpi=110):
     """A matplotlib figure as PNG (or by the path's suffix), written atomically."""
     fmt = Path(path).suffix.lstrip(".") or "png"
     _atomic(path, lambda f: fig.savefig(f, format=fmt, dpi=dpi, bbox_inches="tight"))
+
+
+def load_torch(path, what: str, fix: str):
+    """A torch file of tensors and plain containers, never unpickling code (weights_only=True).
+    Anything else (code, a truncated or foreign file) is an UnreadableFileError naming the file."""
+    path = Path(path)
+    if not path.is_file():
+        raise FileNotFoundError(f"{what} {path} does not exist; {fix}")
+    try:
+        return torch.load(path, map_location="cpu", weights_only=True)
+    except Exception as e:  # torch raises UnpicklingError, RuntimeError, EOFError, ... by the kind of damage
+        if "Weights only load failed" in str(e):
+            raise UnsafeFileError(f"{what} {path} holds objects other than tensors and plain containers (refused: "
+                                  f"loading them could run code); {fix}") from None
+        if path.stat().st_size == 0:
+            why = "is empty"
+        else:
+            why = f"is truncated or not a torch file ({type(e).__name__})"
+        raise UnreadableFileError(f"{what} {path} {why}; {fix}") from None
+
+
+def load_json(path, what: str, fix: str):
+    path = Path(path)
+    if not path.is_file():
+        raise FileNotFoundError(f"{what} {path} does not exist; {fix}")
+    try:
+        return json.loads(path.read_bytes())
+    except (ValueError, UnicodeDecodeError) as e:
+        raise UnreadableFileError(f"{what} {path} is not valid JSON ({str(e).splitlines()[0]}); {fix}") from None
+
+
+class RunLock:
+    """An exclusive lock on a run directory (flock on DIR/.lock; the kernel drops it when the
+    holder dies, also by kill -9). `wait=False` raises RunLockedError at once when it is held;
+    `wait=True` waits, logging once, for the holder to finish."""
+
+    def __init__(self, folder, wait: bool = False, log=print, poll_s: float = 1.0):
+        self.file, self.wait, self.log, self.poll_s, self.fd = Path(folder) / ".lock", wait, log, poll_s, None
+
+    def __enter__(self):
+        self.file.parent.mkdir(parents=True, exist_ok=True)
+        fd = os.open(self.file, os.O_RDWR | os.O_CREAT, 0o666 & ~_umask())
+        announced = False
+        while True:
+            try:
+                fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+                break
+            except OSError as e:
+                if e.errno not in (errno.EAGAIN, errno.EACCES):
+                    os.close(fd)
+                    raise
+                holder = os.pread(fd, 64, 0).decode(errors="replace").strip() or "unknown"
+                if not self.wait:
+                    os.close(fd)
+                    raise RunLockedError(f"{self.file.parent} is in use by another pydiffusion process (pid {holder}); "
+                                         f"wait for it to finish or stop it, then rerun to resume") from None
+                if not announced:
+                    self.log(f"waiting for pid {holder}, which is still writing to {self.file.parent}")
+                    announced = True
+                time.sleep(self.poll_s)
+        os.ftruncate(fd, 0)
+        os.pwrite(fd, f"{os.getpid()}\n".encode(), 0)
+        self.fd = fd
+        return self
+
+    def __exit__(self, *exc):
+        os.ftruncate(self.fd, 0)
+        os.close(self.fd)  # closing drops the flock
+        self.fd = None

@@ -12,7 +12,7 @@ from pathlib import Path
 
 import yaml
 
-from .io import save_figure, save_json, save_text
+from .io import UnreadableFileError, load_json, load_torch, save_figure, save_json, save_text
 
 AXES = ("loss", "noise", "training")
 # lower is better for these; the paired comparison and the verdict use them
@@ -21,19 +21,37 @@ HIGHER_IS_BETTER = ("psnr_t5", "psnr_t10", "psnr_t15", "sample_acc_guided", "cov
 NOT_METRICS = {"seed", "epochs", "n_params"}
 
 
+def _load_config(d: Path, fix: str) -> dict:
+    try:
+        cfg = yaml.safe_load((d / "config.yaml").read_bytes())
+    except (OSError, yaml.YAMLError, UnicodeDecodeError) as e:
+        raise UnreadableFileError(f"run file {d / 'config.yaml'} is unreadable ({type(e).__name__}); {fix}") from None
+    if not isinstance(cfg, dict) or not {*AXES, "seed"} <= set(cfg):
+        raise UnreadableFileError(f"run file {d / 'config.yaml'} is not a run's config; {fix}")
+    return cfg
+
+
 def load_runs(run_dirs):
-    """One record per run: its config axes and seed, numeric metrics, and loss history."""
+    """One record per run: its config axes and seed, numeric metrics, and loss history. A missing or
+    broken file is an UnreadableFileError naming it: a report is never made from part of a grid."""
     records = []
     for d in map(Path, run_dirs):
-        cfg = yaml.safe_load((d / "config.yaml").read_text())
+        fix = f"delete {d} and rerun the workflow to recompute it"
+        cfg = _load_config(d, fix)
         metrics = {}
         for name in ("metrics.json", "quality.json"):
             if (d / name).exists():
-                metrics.update(json.loads((d / name).read_text()))
+                values = load_json(d / name, "run file", fix)
+                if not isinstance(values, dict):
+                    raise UnreadableFileError(f"run file {d / name} does not hold a mapping of metrics; {fix}")
+                metrics.update(values)
+        history = load_json(d / "history.json", "run file", fix)
+        if not isinstance(history, list) or not all(isinstance(h, dict) and "loss" in h for h in history):
+            raise UnreadableFileError(f"run file {d / 'history.json'} is not a loss history; {fix}")
         numeric = {k: float(v) for k, v in metrics.items()
                    if isinstance(v, (int, float)) and not isinstance(v, bool) and k not in NOT_METRICS}
         records.append({**{k: cfg[k] for k in AXES}, "seed": cfg["seed"], "run": str(d), "metrics": numeric,
-                        "n_params": metrics.get("n_params"), "history": json.loads((d / "history.json").read_text())})
+                        "n_params": metrics.get("n_params"), "history": history})
     return records
 
 
@@ -238,7 +256,7 @@ def figures(records, summary, cells, fig_dir):
     fig, axes = plt.subplots(len(names), 10, figsize=(14, 1.1 * len(names) + 0.5), squeeze=False, sharey=True)
     for i, name in enumerate(names):
         r = next(r for r in sorted(records, key=lambda r: r["seed"]) if config_name(r) == name)
-        s = torch.load(Path(r["run"]) / "samples.pt")
+        s = load_torch(Path(r["run"]) / "samples.pt", "samples", "rerun the workflow to draw them again")
         for digit in range(10):
             ax = axes[i][digit]
             idx = (s["y"] == digit).nonzero().flatten()[:3]

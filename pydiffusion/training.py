@@ -2,13 +2,16 @@
 bf16 autocast on CUDA, atomic checkpoints and exact resume.
 
 `train(cfg, out_dir)` writes into out_dir: config.yaml, history.json (one dict per epoch),
-checkpoint.pt (every `checkpoint_every` epochs and at the end) and metrics.json (EMA weights).
-Rerunning with the same out_dir resumes from the checkpoint and, on the CPU, ends with the same
-numbers as an uninterrupted run: the data order, t, eps and label dropout all come from
-generators whose states are checkpointed.
+checkpoint.pt (the resumable state, every `checkpoint_every` epochs and at the end; the one before
+it is kept as checkpoint.prev.pt), and at the end model.pt (config, EMA weights, history) and
+metrics.json (test metrics of the EMA weights). Rerunning with the same out_dir resumes from the
+newest readable checkpoint and, on the CPU, ends with the same numbers as an uninterrupted run: the
+data order, t, eps and label dropout all come from generators whose states are checkpointed. One
+process at a time trains into a directory (a lock on out_dir/.lock).
 """
 import copy
 import math
+import os
 import sys
 import time
 from pathlib import Path
@@ -19,17 +22,20 @@ import yaml
 from . import metrics
 from .config import ConfigError, validate
 from .data import load_mnist1d
-from .io import save_json, save_text, save_torch
+from .io import (RunLock, UnreadableFileError, UnsafeFileError, load_torch, remove_stale_temporaries, save_json,
+                 save_text, save_torch)
 from .models import build_model, count_parameters
 from .paths import NoisePath
 from .tracking import Tracker
 from .trainers import build_trainer
 
 # keys that only affect evaluation, sampling, tracking or where the run executes: changing them
-# between a run and its resumption is allowed
+# between a run and its resumption is allowed (not `epochs`: the LR schedule depends on it)
 RESUMABLE_CHANGES = {"device", "threads", "checkpoint_every", "eval_seed", "psnr_timesteps", "sampler", "sample_steps",
                      "eta", "guidance", "n_samples", "wandb_mode", "wandb_project", "wandb_group", "wandb_name",
-                     "data_cache", "epochs"}
+                     "data_cache"}
+CHECKPOINT, PREVIOUS_CHECKPOINT, MODEL = "checkpoint.pt", "checkpoint.prev.pt", "model.pt"
+CHECKPOINT_KEYS = ("config", "model", "ema", "optimizer", "data_gen", "noise_gen", "history", "step", "epoch")
 
 
 class TrainingError(RuntimeError):
@@ -64,25 +70,97 @@ def ema_update(ema, model, decay: float, step: int):
     torch._foreach_lerp_(list(ema.parameters()), list(model.parameters()), 1 - d)
 
 
+def _read_state(file: Path, keys, fix: str) -> dict:
+    state = load_torch(file, "run file", fix)
+    missing = [k for k in keys if not isinstance(state, dict) or k not in state]
+    if missing:
+        raise UnreadableFileError(f"run file {file} is not a pydiffusion {file.stem} (no {missing[0]!r}); {fix}")
+    return state
+
+
+def read_run(run_dir) -> dict:
+    """config, EMA weights, history and epoch of a run: model.pt once training has finished, else
+    the EMA of its newest checkpoint (so a run can be evaluated while it trains)."""
+    run_dir = Path(run_dir)
+    fix = f"retrain with `pydiffusion train --out {run_dir}`"
+    if (run_dir / MODEL).exists():
+        return _read_state(run_dir / MODEL, ("config", "ema", "history", "epoch"), fix)
+    for name in (CHECKPOINT, PREVIOUS_CHECKPOINT):
+        if (run_dir / name).exists():
+            return _read_state(run_dir / name, CHECKPOINT_KEYS, fix)
+    raise FileNotFoundError(f"{run_dir} holds no {MODEL} or {CHECKPOINT}; train first with "
+                            f"`pydiffusion train --out {run_dir}`")
+
+
 def load_run(run_dir):
     """(ema_model, path, cfg) of a trained run, on the CPU, in eval mode, with the run's thread count."""
-    run_dir = Path(run_dir)
-    ckpt_file = run_dir / "checkpoint.pt"
-    if not ckpt_file.exists():
-        raise FileNotFoundError(f"{ckpt_file} does not exist; train first with `pydiffusion train --out {run_dir}`")
-    ckpt = torch.load(ckpt_file, map_location="cpu", weights_only=False)
-    cfg = validate(ckpt["config"])
+    state = read_run(run_dir)
+    cfg = validate(state["config"])
     set_threads(cfg)
     model = build_model(cfg)
-    model.load_state_dict(ckpt["ema"])
+    model.load_state_dict(state["ema"])
     return model.eval(), NoisePath(cfg["noise"], cfg["T"], cfg["schedule"]), cfg
 
 
-def _check_resumable(saved: dict, cfg: dict, ckpt_file: Path):
-    for key in sorted(set(cfg) - RESUMABLE_CHANGES):
-        if saved.get(key) != cfg[key]:
-            raise ConfigError(f"config key {key!r} is {cfg[key]!r} but the checkpoint {ckpt_file} was trained with "
-                              f"{saved.get(key)!r}; use a new --out directory or the original value")
+def _changed_keys(saved: dict, cfg: dict) -> list:
+    return [k for k in sorted(set(cfg) - RESUMABLE_CHANGES) if saved.get(k) != cfg[k]]
+
+
+def _resume_state(out_dir: Path, cfg: dict, restart_on_config_change: bool, log):
+    """The newest readable checkpoint of this configuration, or None to train from scratch.
+
+    A broken checkpoint (truncated, empty, foreign) falls back to the one before it, with a
+    warning; one that holds code stops the run: someone wrote it on purpose."""
+    files = [out_dir / name for name in (CHECKPOINT, PREVIOUS_CHECKPOINT) if (out_dir / name).exists()]
+    broken = []
+    for file in files:
+        fix = f"delete it (and {PREVIOUS_CHECKPOINT}) to train {out_dir} from scratch"
+        try:
+            state = _read_state(file, CHECKPOINT_KEYS, fix)
+        except UnsafeFileError:
+            raise
+        except UnreadableFileError as e:
+            log(f"warning: {e}")
+            broken.append(file)
+            continue
+        changed = _changed_keys(state["config"], cfg)
+        if not changed:
+            if broken:
+                log(f"warning: resuming from {file.name} instead")
+            return state
+        key = changed[0]
+        if not restart_on_config_change:
+            raise ConfigError(f"config key {key!r} is {cfg[key]!r} but the checkpoint {file} was trained with "
+                              f"{state['config'].get(key)!r}; use a new --out directory or the original value")
+        log(f"the checkpoint in {out_dir} was trained with {key}={state['config'].get(key)!r}; starting over")
+        break
+    else:
+        if not broken:
+            return None
+        raise UnreadableFileError(f"no readable checkpoint in {out_dir} ({', '.join(f.name for f in broken)} broken); "
+                                  f"delete them to train from scratch")
+    for file in files:
+        file.unlink()
+    return None
+
+
+def _check_out_dir(out_dir: Path):
+    for parent in (out_dir, *out_dir.parents):
+        if parent.exists():
+            if not parent.is_dir():
+                where = "is" if parent == out_dir else f"is under {parent}, which is"
+                raise ConfigError(f"--out {out_dir} {where} a file, not a directory; choose another --out")
+            return
+
+
+def _check_batches(cfg: dict, n_train: int):
+    if cfg["batch_size"] > n_train:
+        raise ConfigError(f"config key 'batch_size' is {cfg['batch_size']}, more than the {n_train} training "
+                          f"signals; use at most {n_train}")
+    batches = n_train // cfg["batch_size"]
+    if cfg["accum_steps"] > batches:
+        raise ConfigError(f"config key 'accum_steps' is {cfg['accum_steps']}, but an epoch has only {batches} batches "
+                          f"of {cfg['batch_size']}; use accum_steps <= {batches} or a smaller batch_size")
 
 
 class _Progress:
@@ -107,14 +185,28 @@ class _Progress:
             self.bar.close()
 
 
-def train(cfg: dict, out_dir, log=print) -> dict:
-    """Train one configuration into out_dir (resuming if it holds a checkpoint); returns the metrics."""
+def train(cfg: dict, out_dir, log=print, wait: bool = False, restart_on_config_change: bool = False) -> dict:
+    """Train one configuration into out_dir (resuming if it holds a checkpoint); returns the metrics.
+
+    Every check runs before anything is written. `wait`: if another process trains into out_dir,
+    wait for it (then resume from its checkpoint) instead of failing. `restart_on_config_change`:
+    a checkpoint of a different configuration is discarded instead of stopping the run."""
     cfg = validate(cfg)
     out_dir = Path(out_dir)
-    out_dir.mkdir(parents=True, exist_ok=True)
+    _check_out_dir(out_dir)
     device = resolve_device(cfg["device"])
     set_threads(cfg)
     x, y, x_test, y_test = load_mnist1d(cfg["data_cache"])
+    _check_batches(cfg, x.shape[0])
+    with RunLock(out_dir, wait=wait, log=log):
+        stale = remove_stale_temporaries(out_dir)
+        if stale:
+            log(f"removed {len(stale)} temporary file(s) of an interrupted write in {out_dir}")
+        return _train_locked(cfg, out_dir, device, (x, y, x_test, y_test), log, restart_on_config_change)
+
+
+def _train_locked(cfg, out_dir, device, data, log, restart_on_config_change) -> dict:
+    x, y, x_test, y_test = data
     path = NoisePath(cfg["noise"], cfg["T"], cfg["schedule"])
     trainer = build_trainer(cfg, path)
 
@@ -124,28 +216,32 @@ def train(cfg: dict, out_dir, log=print) -> dict:
     opt = torch.optim.AdamW(model.parameters(), lr=cfg["lr"], weight_decay=cfg["weight_decay"], fused=device.type in ("cpu", "cuda"))
     data_gen = torch.Generator().manual_seed(cfg["seed"])
     noise_gen = torch.Generator(device=device).manual_seed(cfg["seed"] + 1)
-    micro_per_epoch = max(1, x.shape[0] // cfg["batch_size"])
-    steps_per_epoch = max(1, micro_per_epoch // cfg["accum_steps"])
+    steps_per_epoch = x.shape[0] // cfg["batch_size"] // cfg["accum_steps"]
     total_steps, warmup = cfg["epochs"] * steps_per_epoch, round(cfg["warmup_epochs"] * steps_per_epoch)
     n_params = count_parameters(model)
 
-    ckpt_file = out_dir / "checkpoint.pt"
+    ckpt_file = out_dir / CHECKPOINT
     history, step, start_epoch = [], 0, 0
-    if ckpt_file.exists():
-        ckpt = torch.load(ckpt_file, map_location="cpu", weights_only=False)
-        _check_resumable(ckpt["config"], cfg, ckpt_file)
+    ckpt = _resume_state(out_dir, cfg, restart_on_config_change, log)
+    if ckpt is not None:
         model.load_state_dict(ckpt["model"])
         ema.load_state_dict(ckpt["ema"])
         opt.load_state_dict(ckpt["optimizer"])
         data_gen.set_state(ckpt["data_gen"])
         noise_gen.set_state(ckpt["noise_gen"])
         history, step, start_epoch = ckpt["history"], ckpt["step"], ckpt["epoch"]
+        save_json(history, out_dir / "history.json")  # it may hold epochs after the checkpoint, or be gone
         log(f"resuming {out_dir} from epoch {start_epoch}")
+    if start_epoch < cfg["epochs"]:  # the outputs of an earlier training in this directory are stale
+        for name in (MODEL, "metrics.json"):
+            (out_dir / name).unlink(missing_ok=True)
     save_text(yaml.safe_dump(cfg, sort_keys=False), out_dir / "config.yaml")
     log(f"{cfg['model']} with {n_params:,} parameters; {cfg['training']} {cfg['loss']} on the {cfg['noise']} path, "
         f"{cfg['epochs']} epochs on {device}")
 
     def checkpoint(epoch):
+        if ckpt_file.exists():  # kept until the new one is complete: a fallback if this one is ever damaged
+            os.replace(ckpt_file, out_dir / PREVIOUS_CHECKPOINT)
         save_torch({"config": cfg, "model": model.state_dict(), "ema": ema.state_dict(), "optimizer": opt.state_dict(),
                     "data_gen": data_gen.get_state(), "noise_gen": noise_gen.get_state(), "history": history,
                     "step": step, "epoch": epoch}, ckpt_file)
@@ -188,6 +284,7 @@ def train(cfg: dict, out_dir, log=print) -> dict:
             if (epoch + 1) % cfg["checkpoint_every"] == 0 or epoch + 1 == cfg["epochs"]:
                 checkpoint(epoch + 1)
             save_json(history, out_dir / "history.json")
+        save_torch({"config": cfg, "ema": ema.state_dict(), "history": history, "epoch": cfg["epochs"]}, out_dir / MODEL)
         result = evaluate_run(ema, path, cfg, history, x_test, y_test, n_params)
         save_json(result, out_dir / "metrics.json")
         tracker.summary(result)

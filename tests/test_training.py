@@ -96,7 +96,11 @@ def test_resume_gives_identical_results(tmp_path, tiny_cfg):
 def test_resume_refuses_a_changed_config(tmp_path, tiny_cfg):
     train(validate({**tiny_cfg, "epochs": 1}), tmp_path, log=_quiet)
     with pytest.raises(ValueError, match="'lr'.*new --out"):
-        train(validate({**tiny_cfg, "epochs": 2, "lr": 1e-4}), tmp_path, log=_quiet)
+        train(validate({**tiny_cfg, "epochs": 1, "lr": 1e-4}), tmp_path, log=_quiet)
+    # the LR schedule depends on the epoch count, so a longer run is a different run, not a resumption
+    with pytest.raises(ValueError, match="'epochs' is 2 .* trained with 1"):
+        train(validate({**tiny_cfg, "epochs": 2}), tmp_path, log=_quiet)
+    assert (tmp_path / "model.pt").exists(), "a refused resumption leaves the finished run as it was"
 
 
 def test_same_seed_same_numbers_on_cpu(tmp_path, tiny_cfg):
@@ -109,8 +113,14 @@ def test_same_seed_same_numbers_on_cpu(tmp_path, tiny_cfg):
 
 
 def test_non_finite_loss_names_epoch_and_step_and_keeps_checkpoint(tmp_path, tiny_cfg, data_cache):
-    cfg = validate({**tiny_cfg, "epochs": 2, "checkpoint_every": 1})
-    train(cfg, tmp_path / "run", log=_quiet)
+    cfg = validate({**tiny_cfg, "epochs": 4, "checkpoint_every": 1})
+
+    def crash_in_epoch_3(line):
+        if line.startswith("epoch 3:"):
+            raise KeyboardInterrupt
+
+    with pytest.raises(KeyboardInterrupt):
+        train(cfg, tmp_path / "run", log=crash_in_epoch_3)
     before = (tmp_path / "run" / "checkpoint.pt").read_bytes()
     # a corrupted data cache: one NaN signal in the training set (found after the resume at epoch 2)
     poisoned = tmp_path / "poisoned"
@@ -120,7 +130,7 @@ def test_non_finite_loss_names_epoch_and_step_and_keeps_checkpoint(tmp_path, tin
     d["x"][:, 0] = float("nan")
     torch.save(d, poisoned / src.name)
     with pytest.raises(TrainingError, match=r"non-finite loss nan at epoch 3, step \d+; the last good checkpoint"):
-        train(validate({**cfg, "epochs": 4, "data_cache": str(poisoned)}), tmp_path / "run", log=_quiet)
+        train(validate({**cfg, "data_cache": str(poisoned)}), tmp_path / "run", log=_quiet)
     assert (tmp_path / "run" / "checkpoint.pt").read_bytes() == before
 
 

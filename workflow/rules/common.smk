@@ -5,9 +5,79 @@ import os
 import sys
 from pathlib import Path
 
+import jsonschema
 import yaml
 
-from pydiffusion.config import ConfigError, validate as validate_train
+from pydiffusion.config import DEFAULTS, ConfigError, validate as validate_train
+
+
+# ---- the config, checked once before any job: a bad value is one line naming where it came from ----
+
+# Snakemake reads nested --config values (`train={epochs: 30}`, `seeds=[0, 1]`) as text; read them
+# as YAML, as `pydiffusion train --set` does, except where the value is text by design.
+TEXT_KEYS = {"results", "container"} | {k for k, v in DEFAULTS.items() if v is None or isinstance(v, str)}
+
+
+def read_as_yaml(value):
+    if isinstance(value, dict):
+        return {k: v if k in TEXT_KEYS else read_as_yaml(v) for k, v in value.items()}
+    if isinstance(value, list):
+        return [read_as_yaml(v) for v in value]
+    return yaml.safe_load(value) if isinstance(value, str) else value
+
+
+def _sets(mapping, keys) -> bool:
+    for key in keys:
+        if isinstance(mapping, str):
+            mapping = yaml.safe_load(mapping)
+        if not isinstance(mapping, dict) or key not in mapping:
+            return False
+        mapping = mapping[key]
+    return True
+
+
+def config_source(keys) -> str:
+    """Where the value at config[keys[0]][keys[1]]... came from: --config, the last --configfile
+    that sets it, or the workflow's own config/config.yaml."""
+    if not keys or _sets(dict(workflow.config_settings.config), keys):
+        return "--config"
+    for f in reversed(workflow.config_settings.configfiles):
+        if _sets(yaml.safe_load(Path(f).read_text()), keys):
+            rel = os.path.relpath(f)
+            return f"--configfile {f if rel.startswith('..') else rel}"
+    return "config/config.yaml"
+
+
+def config_error(keys, message):
+    """One line on stderr and exit status 2, as the CLI does (a traceback here helps nobody)."""
+    where = config_source(keys) + (f", section {keys[0]}" if len(keys) > 1 else "")
+    print(f"pydiffusion: error: {where}: {message}", file=sys.stderr)
+    sys.exit(2)
+
+
+try:
+    config.update(read_as_yaml(config))
+except yaml.YAMLError as e:
+    config_error((), f"a value is not valid YAML ({' '.join(str(e).split())})")
+_schema = yaml.safe_load((Path(workflow.basedir) / "workflow" / "schemas" / "config.schema.yaml").read_text())
+_error = jsonschema.exceptions.best_match(jsonschema.Draft202012Validator(_schema).iter_errors(config))
+if _error is not None:
+    _path = tuple(_error.absolute_path)
+    _hint = _schema["properties"].get(_path[0], {}).get("description") if _path else None
+    config_error(_path[:2], f"{'.'.join(map(str, _path)) or 'the config'}: {_error.message}"
+                            + (f" (expected {_hint})" if _hint else ""))
+for _key, _prop in _schema["properties"].items():
+    if "default" in _prop:
+        config.setdefault(_key, _prop["default"])
+config["resources"]["train"].setdefault("gpus", 0)
+for _axis in ("loss", "noise", "training", "seed", "data_cache"):
+    if _axis in config["train"]:
+        config_error(("train", _axis), f"{_axis!r} is set by the workflow; use grid: / seeds: / results: instead")
+try:
+    TRAIN = validate_train({**config["train"], "loss": "mse", "noise": "gaussian", "training": "implicit"})
+except ConfigError as e:
+    _key = next((k for k in config["train"] if repr(k) in str(e)), None)
+    config_error(("train", _key) if _key else ("train", ""), str(e))
 
 R = config["results"]
 SEEDS = list(range(config["seeds"])) if isinstance(config["seeds"], int) else config["seeds"]
@@ -16,14 +86,6 @@ CONFIGS = [f"{l}-{n}-{t}" for l, n, t in itertools.product(
 RUNS = [f"{R}/runs/{c}/seed{s}" for c in CONFIGS for s in SEEDS]
 GRID_ID = hashlib.sha256(json.dumps(config, sort_keys=True, default=str).encode()).hexdigest()[:8]
 
-try:
-    TRAIN = validate_train({**config["train"], "loss": "mse", "noise": "gaussian", "training": "implicit"})
-except ConfigError as e:
-    raise ValueError(f"config/config.yaml, section train: {e}") from None
-for _axis in ("loss", "noise", "training", "seed", "data_cache"):
-    if _axis in config["train"]:
-        raise ValueError(f"config/config.yaml, section train: {_axis!r} is set by the workflow; "
-                         f"use grid: / seeds: / results: instead")
 # the shared settings every job trains with (the workflow adds loss, noise, training, seed, data_cache)
 SHARED = {**config["train"], "wandb_group": config["train"].get("wandb_group") or f"grid-{GRID_ID}"}
 TRAIN_RES = config["resources"]["train"]

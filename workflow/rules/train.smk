@@ -21,21 +21,27 @@ rule train_config:
         save_text(yaml.safe_dump(params.shared, sort_keys=False), output[0])
 
 
+# The resumable state (checkpoint.pt, checkpoint.prev.pt) is not an output: Snakemake deletes the
+# outputs of a failed or interrupted job before it reruns it, and the rerun must resume from it.
+# --wait: a trainer left running by a killed Snakemake finishes first, then this job resumes from its
+# checkpoint; --restart-on-config-change: a changed train: section retrains from scratch. A retry
+# (profiles/slurm: retries) gets `runtime` times the attempt number, so a job that hit its time limit
+# resumes with more time.
 rule train:
     input:
         data=rules.data.output,
         config=rules.train_config.output,
     output:
-        checkpoint=f"{R}/runs/{{loss}}-{{noise}}-{{training}}/seed{{seed}}/checkpoint.pt",
+        model=f"{R}/runs/{{loss}}-{{noise}}-{{training}}/seed{{seed}}/model.pt",
         history=f"{R}/runs/{{loss}}-{{noise}}-{{training}}/seed{{seed}}/history.json",
         metrics=f"{R}/runs/{{loss}}-{{noise}}-{{training}}/seed{{seed}}/metrics.json",
     params:
-        out=lambda w, output: os.path.dirname(output.checkpoint),
+        out=lambda w, output: os.path.dirname(output.model),
         name=lambda w: f"{w.loss}-{w.noise}-{w.training}-seed{w.seed}",
     threads: max(1, TRAIN["threads"])
     resources:
         mem_mb=TRAIN_RES.get("mem_mb", 3000),
-        runtime=TRAIN_RES.get("runtime", 60),
+        runtime=lambda w, attempt: TRAIN_RES.get("runtime", 60) * attempt,
         cpus_per_task=max(1, TRAIN["threads"]),
         gpu=TRAIN_RES.get("gpus", 0),
     log:
@@ -44,8 +50,9 @@ rule train:
         f"{R}/benchmarks/train/{{loss}}-{{noise}}-{{training}}-seed{{seed}}.tsv"
     container: CONTAINER
     shell:
-        "echo \"host $(hostname) SLURM_JOB_ID=${{SLURM_JOB_ID:-none}}\" > {log}; "
-        "pydiffusion train --config {input.config} --out {params.out} --set loss={wildcards.loss} "
+        "echo \"host $(hostname) SLURM_JOB_ID=${{SLURM_JOB_ID:-none}} runtime={resources.runtime}min\" >> {log}; "
+        "pydiffusion train --wait --restart-on-config-change --config {input.config} --out {params.out} "
+        "--set loss={wildcards.loss} "
         "noise={wildcards.noise} training={wildcards.training} seed={wildcards.seed} threads={threads} "
         "data_cache={input.data} "
         "wandb_name={params.name} >> {log} 2>&1"
@@ -70,13 +77,13 @@ rule classifier:
 
 rule evaluate:
     input:
-        checkpoint=rules.train.output.checkpoint,
+        model=rules.train.output.model,
         classifier=f"{R}/classifier.pt",
     output:
         quality=f"{R}/runs/{{loss}}-{{noise}}-{{training}}/seed{{seed}}/quality.json",
         samples=f"{R}/runs/{{loss}}-{{noise}}-{{training}}/seed{{seed}}/samples.pt",
     params:
-        run=lambda w, input: os.path.dirname(input.checkpoint),
+        run=lambda w, input: os.path.dirname(input.model),
         n=config["quality_samples"],
         n_samples=config["samples"],
     threads: max(1, TRAIN["threads"])
