@@ -1,6 +1,7 @@
 """Builds the fused-kernel extension pydiffusion._C from csrc/ with ninja.
 
-The CPU kernels always; the CUDA kernels too when torch has CUDA and nvcc is found
+Needs torch at build time: `pip install --no-build-isolation .` (without torch it stops with that
+advice). The CPU kernels always; the CUDA kernels too when torch has CUDA and nvcc is found
 (PYDIFFUSION_CPU_ONLY=1 skips them). If the CUDA part fails to build, the CPU part is built alone;
 if that fails too, the package still installs, with one warning, and pydiffusion.ops falls back to
 the pure-PyTorch reference (PYDIFFUSION_FORCE_CUDA=1 attempts the CUDA build whatever torch says,
@@ -17,8 +18,13 @@ try:
     import torch
     from torch.utils.cpp_extension import CUDA_HOME, BuildExtension, CppExtension, CUDAExtension
 except ImportError:
-    print("pydiffusion: WARNING: torch is not installed yet; building without the fused kernels "
-          "(pydiffusion.ops will use the PyTorch reference)", file=sys.stderr)
+    # pip's default build isolation hides the installed torch; a wheel built here would silently lack
+    # the kernels. A source distribution needs no compiler, so only it goes on without torch.
+    if "sdist" not in sys.argv:
+        sys.exit("pydiffusion: torch is not importable while building, so the fused kernels (pydiffusion._C) "
+                 "cannot be compiled. Install torch first, then build without isolation:\n"
+                 "    pip install torch ninja 'setuptools>=77' wheel\n"
+                 "    pip install --no-build-isolation .")
 else:
     here = os.path.dirname(os.path.abspath(__file__))
     include = [os.path.join(here, "csrc")]

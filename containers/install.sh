@@ -68,9 +68,9 @@ PIP="$VENV/bin/python -m pip"
 # 3. torch, ninja and the build backend, then the project itself without build isolation, so
 #    that setup.py compiles pydiffusion._C against exactly this torch.
 if [ "$TORCH" = system ]; then
-    $PIP install -q ninja "setuptools>=64" wheel
+    $PIP install -q ninja "setuptools>=77" wheel
 else
-    set -- ninja "setuptools>=64" wheel "$TORCH"
+    set -- ninja "setuptools>=77" wheel "$TORCH"
     if [ -n "$TORCH_INDEX" ]; then set -- --extra-index-url "$TORCH_INDEX" "$@"; fi
     $PIP install -q "$@"
 fi

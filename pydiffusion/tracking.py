@@ -49,6 +49,7 @@ class Tracker:
             reason = " ".join(str(e).split())[:200]
             warnings.warn(f"W&B is unreachable ({reason}); tracking offline instead (upload later with "
                           f"`wandb sync {out_dir}/wandb/offline-run-*`)", stacklevel=2)
+            wandb.teardown()  # the failed attempt still holds the run id in wandb's service process
             self.run = init("offline")
 
     def log(self, values: dict, step: int):

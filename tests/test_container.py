@@ -291,8 +291,8 @@ def test_training_in_image_matches_host(image, tmp_path):
         assert got == want, f"{name} differs between the image and the host"
     metrics = json.loads((inside / "metrics.json").read_text())
     assert metrics["epochs"] == 2 and metrics["seed"] == 0 and metrics["test_mse"] > 0
-    sa = torch.load(inside / "checkpoint.pt", map_location="cpu", weights_only=False)
-    sb = torch.load(tmp_path / "run" / "checkpoint.pt", map_location="cpu", weights_only=False)
+    sa = torch.load(inside / "checkpoint.pt", map_location="cpu", weights_only=True)
+    sb = torch.load(tmp_path / "run" / "checkpoint.pt", map_location="cpu", weights_only=True)
     for key in ("model", "ema"):
         if key in sa:
             for name, value in sa[key].items():

@@ -2,6 +2,7 @@
 import logging
 import sys
 
+from pydiffusion.io import UnreadableFileError
 from pydiffusion.report import aggregate
 
 with open(snakemake.log[0], "w") as log:  # noqa: F821 (snakemake injects it)
@@ -9,6 +10,10 @@ with open(snakemake.log[0], "w") as log:  # noqa: F821 (snakemake injects it)
     try:
         aggregate(snakemake.params.runs, snakemake.params.results, classifier=snakemake.input.classifier[0],  # noqa: F821
                   data_cache=snakemake.input.data[0], n=snakemake.params.n, threads=snakemake.threads)  # noqa: F821
+    except (UnreadableFileError, FileNotFoundError) as e:  # a broken input: name it in one line, no traceback
+        logging.error(f"pydiffusion aggregate: error: {e}")
+        print(f"pydiffusion aggregate: error: {e}", file=sys.stderr)
+        sys.exit(1)
     except Exception:
         logging.exception("aggregation failed")
         sys.exit(1)

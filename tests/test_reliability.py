@@ -1,0 +1,386 @@
+"""Reliability: files this program did not just write are never trusted, broken ones are named in
+one line, an interrupted or damaged run resumes, and every bad input is one line and exit 2 with
+nothing left behind."""
+import json
+import os
+import shutil
+import subprocess
+import sys
+import threading
+import time
+import warnings
+from pathlib import Path
+
+import pytest
+import torch
+import yaml
+
+from pydiffusion import cli
+from pydiffusion.config import validate
+from pydiffusion.io import RunLock, UnreadableFileError
+from pydiffusion.report import load_runs
+from pydiffusion.training import train
+
+QUIET = lambda *a: None  # noqa: E731
+
+
+class CodePayload:
+    """Pickles to a call of os.system: loading it with weights_only=False runs the command."""
+
+    def __init__(self, marker):
+        self.marker = str(marker)
+
+    def __reduce__(self):
+        return os.system, (f"touch {self.marker}",)
+
+
+def run_cli(*args, env=None):
+    return subprocess.run([sys.executable, "-m", "pydiffusion.cli", *map(str, args)], capture_output=True, text=True,
+                          env={**os.environ, **(env or {})}, timeout=600)
+
+
+def one_error_line(stderr: str) -> str:
+    lines = [line for line in stderr.splitlines() if line.strip()]
+    assert len(lines) == 1, f"expected one line on stderr, got:\n{stderr}"
+    assert "Traceback" not in stderr
+    return lines[0]
+
+
+@pytest.fixture(scope="module")
+def trained(tmp_path_factory):
+    """A finished tiny run (1 epoch), shared read-only by the tests of this module."""
+    from conftest import TINY
+
+    out = tmp_path_factory.mktemp("trained") / "run"
+    train(validate({**TINY, "epochs": 1}), out, log=QUIET)
+    return out
+
+
+def _files(root):
+    return sorted(str(p.relative_to(root)) for p in root.rglob("*"))
+
+
+# ---- files that hold code are refused, and their payload never runs ---------------------------
+
+def test_a_checkpoint_that_holds_code_is_refused_and_does_not_run(tmp_path, trained):
+    marker = tmp_path / "payload-ran"
+    run = tmp_path / "run"
+    shutil.copytree(trained, run)
+    state = torch.load(run / "checkpoint.pt", weights_only=True)
+    torch.save({**state, "model": CodePayload(marker)}, run / "checkpoint.pt")
+    (run / "model.pt").unlink()
+    (run / "checkpoint.prev.pt").unlink(missing_ok=True)
+    assert not marker.exists()
+    for args in (("evaluate", "--run", run), ("sample", "--run", run, "--out", tmp_path / "s.pt"),
+                 ("train", "--out", run, "--set", "epochs=1", "channels=16", "emb_dim=32", "threads=1",
+                  "batch_size=64", "wandb_mode=disabled", "n_samples=10")):
+        r = run_cli(*args)
+        line = one_error_line(r.stderr)
+        assert r.returncode == 2 and "refused: loading them could run code" in line and str(run / "checkpoint.pt") in line
+        assert not marker.exists(), f"the payload ran under {args[0]}"
+    assert not (tmp_path / "s.pt").exists()
+    # the run directory is left as it was: nothing deleted, nothing written
+    assert not (run / "metrics.json").exists() or json.loads((run / "metrics.json").read_text())
+
+
+def test_model_classifier_and_data_cache_holding_code_are_refused(tmp_path, trained):
+    marker = tmp_path / "payload-ran"
+    run = tmp_path / "run"
+    shutil.copytree(trained, run)
+    torch.save({"config": {}, "ema": CodePayload(marker), "history": [], "epoch": 1}, run / "model.pt")
+    r = run_cli("evaluate", "--run", run)
+    assert r.returncode == 2 and "refused" in one_error_line(r.stderr) and "model.pt" in r.stderr
+
+    bad_classifier = tmp_path / "classifier.pt"
+    torch.save({"state_dict": CodePayload(marker), "test_acc": 1.0, "arch": {}}, bad_classifier)
+    r = run_cli("quality", "--run", trained, "--classifier", bad_classifier, "--out", tmp_path / "q.json")
+    assert r.returncode == 2 and "refused" in one_error_line(r.stderr) and "classifier.pt" in r.stderr
+    assert not (tmp_path / "q.json").exists()
+
+    # a data cache is only a cache: refused, generated again, and training goes on
+    cache = tmp_path / "cache"
+    cache.mkdir()
+    from pydiffusion.data import load_mnist1d
+
+    good = load_mnist1d(os.environ["PYDIFFUSION_CACHE"])
+    name = next(p.name for p in Path(os.environ["PYDIFFUSION_CACHE"]).glob("mnist1d-*.pt"))
+    torch.save({"x": CodePayload(marker)}, cache / name)
+    with pytest.warns(UserWarning, match="refused"):
+        again = load_mnist1d(cache)
+    assert all(torch.equal(a, b) for a, b in zip(again, good))
+    assert not marker.exists()
+
+
+# ---- damaged files -----------------------------------------------------------------------------
+
+@pytest.mark.slow
+def test_a_damaged_checkpoint_falls_back_to_the_one_before_and_resumes_exactly(tmp_path, tiny_cfg):
+    cfg = validate({**tiny_cfg, "epochs": 3, "checkpoint_every": 1})
+    straight = train(cfg, tmp_path / "straight", log=QUIET)
+
+    def crash_in_epoch_3(line):
+        if line.startswith("epoch 3:"):
+            raise KeyboardInterrupt
+
+    run = tmp_path / "run"
+    with pytest.raises(KeyboardInterrupt):
+        train(cfg, run, log=crash_in_epoch_3)
+    assert torch.load(run / "checkpoint.prev.pt", weights_only=True)["epoch"] == 1
+    data = (run / "checkpoint.pt").read_bytes()
+    (run / "checkpoint.pt").write_bytes(data[: len(data) // 2])  # a torn write
+    (run / ".checkpoint.pt.k1ll3d.tmp").write_bytes(b"half a checkpoint")  # a killed atomic write
+    lines = []
+    resumed = train(cfg, run, log=lines.append)
+    assert any("checkpoint.pt is truncated" in line for line in lines)
+    assert any("resuming from checkpoint.prev.pt instead" in line for line in lines)
+    assert any("resuming" in line and "from epoch 1" in line for line in lines)
+    assert any("removed 1 temporary file" in line for line in lines)
+    assert not (run / ".checkpoint.pt.k1ll3d.tmp").exists()
+    drop_time = lambda m: {k: v for k, v in m.items() if k != "train_time_s"}  # noqa: E731
+    assert drop_time(resumed) == drop_time(straight)
+
+
+@pytest.mark.parametrize("damage", ["empty", "truncated", "random"])
+def test_no_readable_checkpoint_is_one_line_naming_the_files(tmp_path, trained, damage):
+    run = tmp_path / "run"
+    shutil.copytree(trained, run)
+    (run / "model.pt").unlink()
+    good = (run / "checkpoint.pt").read_bytes()
+    broken = {"empty": b"", "truncated": good[:1000], "random": os.urandom(5000)}[damage]
+    for name in ("checkpoint.pt", "checkpoint.prev.pt"):
+        (run / name).write_bytes(broken)
+    cfg = yaml.safe_load((run / "config.yaml").read_text())
+    cfg_file = tmp_path / "cfg.yaml"
+    cfg_file.write_text(yaml.safe_dump(cfg))
+    r = run_cli("train", "--config", cfg_file, "--out", run)
+    assert r.returncode == 2
+    assert "no readable checkpoint" in one_error_line(r.stderr) and "checkpoint.pt, checkpoint.prev.pt" in r.stderr
+    r = run_cli("evaluate", "--run", run)
+    assert r.returncode == 2 and str(run / "checkpoint.pt") in one_error_line(r.stderr)
+    assert (run / "checkpoint.pt").read_bytes() == broken, "nothing is deleted behind the user's back"
+
+
+def test_aggregate_names_an_unreadable_run_file(tmp_path, trained):
+    run = tmp_path / "run"
+    shutil.copytree(trained, run)
+    assert load_runs([run])[0]["metrics"]["test_mse"] > 0
+    text = (run / "metrics.json").read_text()
+    (run / "metrics.json").write_text(text[: len(text) // 2])
+    with pytest.raises(UnreadableFileError, match=f"{run / 'metrics.json'} is not valid JSON.*rerun the workflow"):
+        load_runs([run])
+    (run / "metrics.json").write_text(text)
+    (run / "history.json").write_text("{}")
+    with pytest.raises(UnreadableFileError, match="history.json is not a loss history"):
+        load_runs([run])
+
+
+# ---- one writer per run directory ---------------------------------------------------------------
+
+def test_a_second_trainer_waits_for_the_first_and_then_resumes(tmp_path, trained):
+    run = tmp_path / "run"
+    shutil.copytree(trained, run)
+    cfg = validate(yaml.safe_load((run / "config.yaml").read_text()))
+    before = json.loads((run / "metrics.json").read_text())
+    lines, released = [], threading.Event()
+
+    def hold():
+        with RunLock(run):
+            time.sleep(2)
+            released.set()
+
+    holder = threading.Thread(target=hold)
+    holder.start()
+    time.sleep(0.3)
+    with pytest.raises(Exception, match="in use by another pydiffusion process"):
+        train(cfg, run, log=QUIET)
+    again = train(cfg, run, log=lines.append, wait=True)
+    holder.join()
+    assert released.is_set() and any(line.startswith("waiting for pid") for line in lines)
+    assert any("resuming" in line and "from epoch 1" in line for line in lines)
+    assert {k: v for k, v in again.items() if k != "train_time_s"} == {k: v for k, v in before.items() if k != "train_time_s"}
+
+
+# ---- W&B: experiments go on without it -----------------------------------------------------------
+
+def test_unreachable_wandb_server_falls_back_to_offline(tmp_path):
+    out = tmp_path / "run"
+    r = run_cli("train", "--out", out, "--set", "epochs=1", "channels=16", "emb_dim=32", "threads=1", "batch_size=256",
+                "wandb_mode=online",
+                env={"WANDB_API_KEY": "0" * 40, "WANDB_BASE_URL": "http://127.0.0.1:9", "WANDB_INIT_TIMEOUT": "5"})
+    assert r.returncode == 0, r.stderr
+    assert "pydiffusion: warning: W&B is unreachable" in r.stderr and "Traceback" not in r.stderr
+    assert (out / "metrics.json").exists() and list((out / "wandb").glob("offline-run-*"))
+    assert "0" * 40 not in "".join(p.read_text(errors="ignore") for p in out.rglob("*") if p.is_file()
+                                   and p.suffix in (".yaml", ".json", ".txt", ".log"))
+
+
+# ---- bad input: one line, exit 2, nothing left behind --------------------------------------------
+
+T = ["train", "--out", "{run}"]
+CASES = {
+    # train: overrides
+    "set-not-key-value": (T + ["--set", "epochs"], "is not key=value"),
+    "set-empty-key": (T + ["--set", "=3"], "is not key=value"),
+    "set-broken-list": (T + ["--set", "channel_mult=[1"], "not valid YAML"),
+    "set-unknown-key": (T + ["--set", "epoch=3"], "unknown config key 'epoch'"),
+    "epochs-zero": (T + ["--set", "epochs=0"], "'epochs' is 0"),
+    "epochs-text": (T + ["--set", "epochs=three"], "'epochs' must be int"),
+    "epochs-float": (T + ["--set", "epochs=2.5"], "'epochs' must be int"),
+    "lr-negative": (T + ["--set", "lr=-1"], "'lr' is -1"),
+    "lr-inf": (T + ["--set", "lr=inf"], "'lr' is inf; it must be a finite number"),
+    "lr-nan": (T + ["--set", "lr=.nan"], "'lr' is nan; it must be a finite number"),
+    "w-forward-inf": (T + ["--set", "w_forward=inf"], "'w_forward' is inf"),
+    "w-rt-if-negative": (T + ["--set", "w_rt_if=-0.5"], "'w_rt_if' is -0.5"),
+    "guidance-inf": (T + ["--set", "guidance=inf"], "'guidance' is inf"),
+    "eta-above-one": (T + ["--set", "eta=2"], "'eta' is 2.0"),
+    "noise-unknown": (T + ["--set", "noise=brownian"], "choose one of gaussian, convex"),
+    "prediction-unknown": (T + ["--set", "prediction=score"], "choose one of eps, x0, v"),
+    "loss-unknown": (T + ["--set", "loss=l1"], "choose one of mse, kl"),
+    "training-unknown": (T + ["--set", "training=explicit"], "'training' is 'explicit'"),
+    "schedule-unknown": (T + ["--set", "schedule=sigmoid"], "'schedule' is 'sigmoid'"),
+    "device-unknown": (T + ["--set", "device=tpu"], "'device' is 'tpu'"),
+    "sampler-unknown": (T + ["--set", "sampler=euler"], "'sampler' is 'euler'"),
+    "model-unknown": (T + ["--set", "model=transformer"], "'model' is 'transformer'"),
+    "wandb-mode-unknown": (T + ["--set", "wandb_mode=cloud"], "'wandb_mode' is 'cloud'"),
+    "seed-too-big": (T + ["--set", "seed=1180591620717411303424"], "'seed' is 1180591620717411303424"),
+    "seed-negative": (T + ["--set", "seed=-1"], "'seed' is -1"),
+    "eval-seed-too-big": (T + ["--set", "eval_seed=18446744073709551616"], "'eval_seed'"),
+    "T-one": (T + ["--set", "T=1"], "'T' is 1"),
+    "channels-not-multiple-of-8": (T + ["--set", "channels=12"], "a multiple of 8"),
+    "channel-mult-too-long": (T + ["--set", "channel_mult=[1, 2, 2, 2]"], "'channel_mult'"),
+    "channel-mult-zero": (T + ["--set", "channel_mult=[0]"], "'channel_mult'"),
+    "channel-mult-text": (T + ["--set", "channel_mult=wide"], "'channel_mult' must be list"),
+    "accum-steps-too-many": (T + ["--set", "accum_steps=100"], "'accum_steps' is 100, but an epoch has only 31 batches"),
+    "batch-size-too-big": (T + ["--set", "batch_size=100000"], "'batch_size' is 100000, more than the 4000"),
+    "batch-size-zero": (T + ["--set", "batch_size=0"], "'batch_size' is 0"),
+    "sample-steps-above-T": (T + ["--set", "sample_steps=50"], "'sample_steps' is 50; it must be <= T"),
+    "psnr-timestep-above-T": (T + ["--set", "psnr_timesteps=[25]"], "'psnr_timesteps' has 25 > T"),
+    "psnr-timesteps-empty": (T + ["--set", "psnr_timesteps=[]"], "'psnr_timesteps'"),
+    "cfg-dropout-one": (T + ["--set", "cfg_dropout=1"], "'cfg_dropout' is 1.0"),
+    "ema-decay-one": (T + ["--set", "ema_decay=1"], "'ema_decay' is 1.0"),
+    "attention-not-bool": (T + ["--set", "attention=maybe"], "'attention' must be bool"),
+    "threads-negative": (T + ["--set", "threads=-1"], "'threads' is -1"),
+    "checkpoint-every-zero": (T + ["--set", "checkpoint_every=0"], "'checkpoint_every' is 0"),
+    "emb-dim-odd": (T + ["--set", "emb_dim=33"], "'emb_dim' is 33"),
+    # train: config files and --out
+    "config-missing": (T + ["--config", "{tmp}/missing.yaml"], "does not exist"),
+    "config-not-utf8": (T + ["--config", "{tmp}/latin1.yaml"], "is not UTF-8 text"),
+    "config-bad-yaml": (T + ["--config", "{tmp}/broken.yaml"], "is not valid YAML"),
+    "config-a-list": (T + ["--config", "{tmp}/list.yaml"], "must hold a mapping"),
+    "config-unknown-key": (T + ["--config", "{tmp}/unknown.yaml"], "unknown config key 'lrate'"),
+    "out-is-a-file": (["train", "--out", "{tmp}/afile"], "is a file, not a directory"),
+    "out-under-a-file": (["train", "--out", "{tmp}/afile/run"], "is under"),
+    "out-in-use": (["train", "--out", "{busy}"], "is in use by another pydiffusion process"),
+    "resume-changed-config": (["train", "--out", "{trained}", "--set", "channels=16", "emb_dim=32", "threads=1",
+                               "batch_size=64", "epochs=1", "lr=0.01"], "'lr' is 0.01 but the checkpoint"),
+    "train-without-out": (["train"], "the following arguments are required: --out"),
+    # evaluate
+    "evaluate-missing-run": (["evaluate", "--run", "{tmp}/nothing"], "train first"),
+    "evaluate-empty-run": (["evaluate", "--run", "{tmp}/emptydir"], "holds no model.pt or checkpoint.pt"),
+    "evaluate-truncated-model": (["evaluate", "--run", "{tmp}/truncated"], "model.pt is truncated"),
+    "evaluate-empty-model": (["evaluate", "--run", "{tmp}/emptymodel"], "model.pt is empty"),
+    "evaluate-foreign-model": (["evaluate", "--run", "{tmp}/foreign"], "is not a pydiffusion model (no 'config')"),
+    "evaluate-out-directory": (["evaluate", "--run", "{trained}", "--out", "{tmp}"], "is a directory"),
+    "evaluate-out-not-json": (["evaluate", "--run", "{trained}", "--out", "{tmp}/m.txt"], "must end in .json"),
+    # sample
+    "sample-out-directory": (["sample", "--run", "{trained}", "--out", "{tmp}"], "is a directory"),
+    "sample-out-png": (["sample", "--run", "{trained}", "--out", "{tmp}/s.png"], "must end in .pt"),
+    "sample-out-under-file": (["sample", "--run", "{trained}", "--out", "{tmp}/afile/s.pt"], "is under"),
+    "sample-steps-zero": (["sample", "--run", "{trained}", "--steps", "0", "--out", "{tmp}/s.pt"], "--steps is 0"),
+    "sample-steps-above-T": (["sample", "--run", "{trained}", "--steps", "50", "--out", "{tmp}/s.pt"], "--steps is 50"),
+    "sample-guidance-nan": (["sample", "--run", "{trained}", "--guidance", "nan", "--out", "{tmp}/s.pt"], "--guidance is nan"),
+    "sample-guidance-inf": (["sample", "--run", "{trained}", "--guidance", "inf", "--out", "{tmp}/s.pt"], "--guidance is inf"),
+    "sample-guidance-negative": (["sample", "--run", "{trained}", "--guidance", "-1", "--out", "{tmp}/s.pt"], "--guidance is -1"),
+    "sample-eta-above-one": (["sample", "--run", "{trained}", "--eta", "2", "--out", "{tmp}/s.pt"], "--eta is 2.0"),
+    "sample-eta-nan": (["sample", "--run", "{trained}", "--eta", "nan", "--out", "{tmp}/s.pt"], "--eta is nan"),
+    "sample-n-zero": (["sample", "--run", "{trained}", "--n", "0", "--out", "{tmp}/s.pt"], "--n is 0"),
+    "sample-n-text": (["sample", "--run", "{trained}", "--n", "many", "--out", "{tmp}/s.pt"], "invalid int value: 'many'"),
+    "sample-seed-negative": (["sample", "--run", "{trained}", "--seed", "-1", "--out", "{tmp}/s.pt"], "--seed is -1"),
+    "sample-unknown-sampler": (["sample", "--run", "{trained}", "--sampler", "euler", "--out", "{tmp}/s.pt"], "invalid choice: 'euler'"),
+    "sample-missing-run": (["sample", "--run", "{tmp}/nothing", "--out", "{tmp}/s.pt"], "train first"),
+    "sample-without-run": (["sample", "--out", "{tmp}/s.pt"], "the following arguments are required: --run"),
+    # quality and classifier
+    "quality-missing-classifier": (["quality", "--run", "{trained}", "--classifier", "{tmp}/none.pt", "--out", "{tmp}/q.json"],
+                                   "classifier {tmp}/none.pt does not exist"),
+    "quality-truncated-classifier": (["quality", "--run", "{trained}", "--classifier", "{tmp}/truncated/model.pt",
+                                      "--out", "{tmp}/q.json"], "is truncated or not a torch file"),
+    "quality-foreign-classifier": (["quality", "--run", "{trained}", "--classifier", "{trained}/model.pt",
+                                    "--out", "{tmp}/q.json"], "is not a pydiffusion classifier"),
+    "quality-out-not-json": (["quality", "--run", "{trained}", "--classifier", "{tmp}/none.pt", "--out", "{tmp}/q.pt"],
+                             "must end in .json"),
+    "quality-n-too-small": (["quality", "--run", "{trained}", "--classifier", "{tmp}/none.pt", "--n", "5",
+                             "--out", "{tmp}/q.json"], "--n >= 10"),
+    "classifier-out-not-pt": (["classifier", "--out", "{tmp}/c.json"], "must end in .pt"),
+    "classifier-out-directory": (["classifier", "--out", "{tmp}"], "is a directory"),
+    "classifier-threads-negative": (["classifier", "--out", "{tmp}/c.pt", "--threads", "-2"], "--threads >= 0"),
+    # the command itself
+    "unknown-command": (["frobnicate"], "invalid choice: 'frobnicate'"),
+    "no-command": ([], "the following arguments are required: command"),
+}
+if not torch.cuda.is_available():
+    CASES["device-cuda-without-gpu"] = (T + ["--set", "device=cuda"], "no CUDA GPU is available")
+
+
+@pytest.fixture
+def bad_inputs(tmp_path, trained):
+    """The files the cases point at: broken configs, broken runs, a busy run directory."""
+    (tmp_path / "latin1.yaml").write_bytes("lr: 0.001 # r\xe9sum\xe9\n".encode("latin-1"))
+    (tmp_path / "broken.yaml").write_text("epochs: [1, 2\n")
+    (tmp_path / "list.yaml").write_text("- epochs\n")
+    (tmp_path / "unknown.yaml").write_text("lrate: 0.1\n")
+    (tmp_path / "afile").write_text("not a directory\n")
+    (tmp_path / "emptydir").mkdir()
+    model = (trained / "model.pt").read_bytes()
+    for name, content in (("truncated", model[:2000]), ("emptymodel", b"")):
+        (tmp_path / name).mkdir()
+        (tmp_path / name / "model.pt").write_bytes(content)
+    (tmp_path / "foreign").mkdir()
+    torch.save({"weights": torch.zeros(3)}, tmp_path / "foreign" / "model.pt")
+    (tmp_path / "busy").mkdir()
+    return tmp_path
+
+
+@pytest.mark.parametrize("case", sorted(CASES))
+def test_bad_input_is_one_line_exit_2_and_leaves_nothing(case, bad_inputs, trained, capsys):
+    args, message = CASES[case]
+    fill = {"tmp": bad_inputs, "run": bad_inputs / "run", "trained": trained, "busy": bad_inputs / "busy"}
+    args = [a.format(**fill) for a in args]
+    message = message.format(**fill)
+    before_trained = {p: (trained / p).read_bytes() for p in _files(trained) if (trained / p).is_file()}
+    showwarning = warnings.showwarning
+    try:
+        with RunLock(bad_inputs / "busy"):
+            before_tmp = _files(bad_inputs)
+            try:
+                code = cli.main(args)
+            except SystemExit as e:  # argparse's usage errors
+                code = e.code
+            after_tmp = _files(bad_inputs)
+    finally:
+        warnings.showwarning = showwarning
+    err = capsys.readouterr().err
+    line = one_error_line(err)
+    assert code == 2, err
+    assert line.startswith("pydiffusion") and "error:" in line and message in line, line
+    assert after_tmp == before_tmp, "a failed command left files behind"
+    assert {p: (trained / p).read_bytes() for p in before_trained} == before_trained, "a failed command changed a run"
+
+
+def test_there_are_at_least_60_bad_input_cases():
+    assert len(CASES) >= 60
+
+
+@pytest.mark.slow
+def test_a_non_finite_loss_is_one_line_and_keeps_no_broken_state(tmp_path, data_cache):
+    poisoned = tmp_path / "poisoned"
+    poisoned.mkdir()
+    src = next(data_cache.glob("mnist1d-*.pt"))
+    d = torch.load(src, weights_only=True)
+    d["x"][:, 0] = float("nan")
+    torch.save(d, poisoned / src.name)
+    out = tmp_path / "run"
+    r = run_cli("train", "--out", out, "--set", "epochs=1", "channels=16", "emb_dim=32", "threads=1",
+                f"data_cache={poisoned}")
+    line = one_error_line(r.stderr)
+    assert r.returncode == 2 and "non-finite loss nan at epoch 1, step 1" in line and "lower lr" in line
+    assert not (out / "checkpoint.pt").exists() and not (out / "model.pt").exists()
