@@ -76,7 +76,7 @@ def _tables(path: NoisePath, like: torch.Tensor):
 
 def _timesteps(t, like: torch.Tensor, name: str = "t") -> torch.Tensor:
     if like.dim() == 0:  # before like.shape[0] below; both backends reject it with the same message
-        raise RuntimeError(f"pydiffusion: inputs must be a non-empty batch [B, ...], got a 0-dim tensor")
+        raise RuntimeError("pydiffusion: inputs must be a non-empty batch [B, ...], got a 0-dim tensor")
     if isinstance(t, torch.Tensor) and (t.is_floating_point() or t.is_complex() or t.dtype == torch.bool):
         raise ValueError(f"pydiffusion: {name} must hold integer timesteps, got dtype {t.dtype}")
     if isinstance(t, (float, bool)):

@@ -5,7 +5,6 @@ later (the quality metrics, for example) appear in the summary without changes h
 """
 import csv
 import io
-import json
 import math
 import statistics
 from pathlib import Path

@@ -253,7 +253,7 @@ CASES = {
     "accum-steps-too-many": (T + ["--set", "accum_steps=100"], "'accum_steps' is 100, but an epoch has only 31 batches"),
     "batch-size-too-big": (T + ["--set", "batch_size=100000"], "'batch_size' is 100000, more than the 4000"),
     "batch-size-zero": (T + ["--set", "batch_size=0"], "'batch_size' is 0"),
-    "sample-steps-above-T": (T + ["--set", "sample_steps=50"], "'sample_steps' is 50; it must be <= T"),
+    "config-sample-steps-above-T": (T + ["--set", "sample_steps=50"], "'sample_steps' is 50; it must be <= T"),
     "psnr-timestep-above-T": (T + ["--set", "psnr_timesteps=[25]"], "'psnr_timesteps' has 25 > T"),
     "psnr-timesteps-empty": (T + ["--set", "psnr_timesteps=[]"], "'psnr_timesteps'"),
     "cfg-dropout-one": (T + ["--set", "cfg_dropout=1"], "'cfg_dropout' is 1.0"),

@@ -2,7 +2,9 @@
 import os
 import re
 import subprocess
+import sys
 import time
+from pathlib import Path
 
 import pytest
 import torch
@@ -80,3 +82,52 @@ def test_gpu_request_reaches_sbatch(cluster, tmp_path):
     other_calls = [line for line in text.splitlines() if line.startswith("sbatch call:") and "rule_train/" not in line]
     assert other_calls and not any("--gpus" in line for line in other_calls)
     assert r.returncode != 0 and "generic resource" in text
+
+
+@pytest.mark.slow
+def test_a_job_killed_by_its_time_limit_is_retried_with_more_time_and_resumes(cluster, tmp_path):
+    """runtime: 1 (minute) for a job of ~2.5 minutes: SLURM kills it, the retry gets 2 minutes (runtime x attempt),
+    resumes from the last checkpoint and ends with the metrics of an uninterrupted run."""
+    import json
+    import threading
+
+    cfg = yaml.safe_load((ROOT / "config" / "smoke.yaml").read_text())
+    cfg["grid"]["training"] = ["implicit"]
+    cfg["train"].update(epochs=45, checkpoint_every=1, wandb_mode="disabled")
+    cfg["resources"]["train"]["runtime"] = 1
+    cfg_file = tmp_path / "timelimit.yaml"
+    cfg_file.write_text(yaml.safe_dump(cfg))
+    out = tmp_path / "results"
+    run = out / "runs" / "mse-gaussian-implicit" / "seed0"
+    reference = {}
+
+    def train_uninterrupted():  # on the other core, from the same train.yaml and data as the SLURM job
+        t0 = time.monotonic()
+        while not (out / "train.yaml").exists() or not list((out / "data").glob("mnist1d-*.pt")):
+            if time.monotonic() - t0 > 300:
+                return
+            time.sleep(1)
+        time.sleep(1)
+        reference["run"] = subprocess.run(
+            [str(Path(sys.executable).parent / "pydiffusion"), "train",
+             "--config", str(out / "train.yaml"), "--out", str(tmp_path / "reference"), "--set", "loss=mse",
+             "noise=gaussian", "training=implicit", "seed=0", "threads=1", f"data_cache={out / 'data'}"],
+            capture_output=True, text=True, timeout=900)
+
+    helper = threading.Thread(target=train_uninterrupted)
+    helper.start()
+    t0 = time.time()
+    r = snakemake(str(run / "metrics.json"), "--profile", "profiles/slurm", "--retries", "2", "--configfile",
+                  str(cfg_file), "--config", f"results={out}", timeout=1200)
+    helper.join()
+    assert r.returncode == 0, r.stderr[-3000:]
+    log = (out / "logs" / "train" / "mse-gaussian-implicit-seed0.log").read_text()
+    assert "runtime=2min" in log, log  # the retry's log (Snakemake starts it afresh); the first attempt's is below
+    resumed = [line for line in log.splitlines() if line.startswith("resuming")]
+    assert resumed and int(resumed[0].rsplit(" ", 1)[1]) >= 1, log
+    slurm_logs = [p for p in (ROOT / ".snakemake" / "slurm_logs").rglob("*.log") if p.stat().st_mtime >= t0]
+    assert any("DUE TO TIME LIMIT" in p.read_text(errors="replace") for p in slurm_logs), "no job hit its time limit"
+    assert reference["run"].returncode == 0, reference["run"].stderr[-2000:]
+    drop_time = lambda m: {k: v for k, v in m.items() if k != "train_time_s"}  # noqa: E731
+    assert drop_time(json.loads((run / "metrics.json").read_text())) == drop_time(
+        json.loads((tmp_path / "reference" / "metrics.json").read_text()))

@@ -34,28 +34,55 @@ def test_nested_values_from_the_command_line_keep_their_types(tmp_path):
     r = snakemake("-n", "--config", "seeds=[3, 7]", f"results={tmp_path / 'plan'}")
     assert r.returncode == 0, r.stderr
     assert "seed3" in r.stdout and "seed7" in r.stdout and "seed0" not in r.stdout
-    r = snakemake("-n", "--config", "train={epochs: three}", f"results={tmp_path / 'bad'}")
-    assert r.returncode != 0 and "config key 'epochs' must be int, got 'three'" in r.stderr + r.stdout
+
+
+def one_config_error(r) -> str:
+    """A bad config stops snakemake with exit 2 and one line naming the value's source, no traceback."""
+    text = r.stdout + r.stderr
+    assert r.returncode == 2, text
+    assert "Traceback" not in text and 'File "' not in text, text
+    errors = [line for line in text.splitlines() if "error" in line.lower()]
+    assert len(errors) == 1 and errors[0].startswith("pydiffusion: error: "), text
+    return errors[0]
 
 
 @pytest.mark.parametrize("config,message", [
-    ({"grid": {"loss": ["l1"], "noise": ["gaussian"], "training": ["implicit"]}}, "l1"),
-    ({"seeds": []}, "seeds"),
-    ({"resources": {"train": {"mem_mb": 10}}}, "mem_mb"),
+    ({"grid": {"loss": ["l1"], "noise": ["gaussian"], "training": ["implicit"]}}, "grid.loss.0: 'l1' is not one of"),
+    ({"seeds": []}, "seeds: [] should be non-empty"),
+    ({"seeds": [1, 1]}, "seeds: [1, 1] has non-unique elements"),
+    ({"resources": {"train": {"mem_mb": 10}}}, "resources.train.mem_mb: 10 is less than the minimum of 100"),
     ({"train": {"lr": -1}}, "section train: config key 'lr' is -1"),
+    ({"train": {"lr": float("inf")}}, "section train: config key 'lr' is inf; it must be a finite number"),
     ({"train": {"epoch": 3}}, "section train: unknown config key 'epoch'"),
-    ({"train": {"loss": "kl"}}, "'loss' is set by the workflow"),
-    ({"samplez": 3}, "samplez"),
+    ({"train": {"loss": "kl"}}, "section train: 'loss' is set by the workflow"),
+    ({"train": {"eval_seed": 2**64}}, "section train: config key 'eval_seed' is 18446744073709551616"),
+    ({"samplez": 3}, "samplez: unknown key; valid keys: grid, seeds, train"),
+    ({"quality_samples": 5}, "quality_samples: 5 is less than the minimum of 100"),
 ])
-def test_bad_config_fails_before_any_job(tmp_path, config, message):
+def test_bad_config_file_fails_before_any_job(tmp_path, config, message):
     base = yaml.safe_load((ROOT / "config" / "config.yaml").read_text())
     for key, value in config.items():
         base[key] = {**base[key], **value} if isinstance(value, dict) and key in ("train", "resources") else value
     bad = tmp_path / "bad.yaml"
     bad.write_text(yaml.safe_dump(base))
     r = snakemake("-n", "--configfile", str(bad), "--config", f"results={tmp_path / 'out'}")
-    assert r.returncode != 0
-    assert message in r.stderr + r.stdout
+    line = one_config_error(r)
+    assert line.startswith(f"pydiffusion: error: --configfile {bad}") and message in line, line
+    assert not (tmp_path / "out").exists()
+
+
+@pytest.mark.parametrize("value,message", [
+    ("train={epochs: three}", "--config, section train: config key 'epochs' must be int, got 'three'"),
+    ("train={epochs: [1}", "--config: a value is not valid YAML"),
+    ("train={channel_mult: [1, 2, 2, 2]}", "--config, section train: config key 'channel_mult'"),
+    ("seeds=0", "--config: seeds: 0 is less than the minimum of 1 (expected a list of seeds, or a count N"),
+    ("grid={loss: [mse], noise: [brownian], training: [implicit]}", "--config, section grid: grid.noise.0: 'brownian'"),
+    ("results=", "--config: results: None is not of type 'string'"),
+    ("resources={train: {gpu: 1}}", "--config, section resources: resources.train.gpu: unknown key; valid keys: mem_mb"),
+])
+def test_bad_command_line_config_fails_before_any_job(tmp_path, value, message):
+    r = snakemake("-n", "--config", value, *([] if value.startswith("results") else [f"results={tmp_path / 'out'}"]))
+    assert message in one_config_error(r)
     assert not (tmp_path / "out").exists()
 
 

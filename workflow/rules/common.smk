@@ -62,9 +62,13 @@ except yaml.YAMLError as e:
 _schema = yaml.safe_load((Path(workflow.basedir) / "workflow" / "schemas" / "config.schema.yaml").read_text())
 _error = jsonschema.exceptions.best_match(jsonschema.Draft202012Validator(_schema).iter_errors(config))
 if _error is not None:
-    _path = tuple(_error.absolute_path)
+    _path, _message = tuple(_error.absolute_path), _error.message
+    if _error.validator == "additionalProperties":  # name the unknown key itself, and the known ones
+        _known = _error.schema.get("properties", {})
+        _path += (sorted(set(_error.instance) - set(_known))[0],)
+        _message = f"unknown key; valid keys: {', '.join(_known)}"
     _hint = _schema["properties"].get(_path[0], {}).get("description") if _path else None
-    config_error(_path[:2], f"{'.'.join(map(str, _path)) or 'the config'}: {_error.message}"
+    config_error(_path[:2], f"{'.'.join(map(str, _path)) or 'the config'}: {_message}"
                             + (f" (expected {_hint})" if _hint else ""))
 for _key, _prop in _schema["properties"].items():
     if "default" in _prop:

@@ -89,7 +89,7 @@ rule evaluate:
     threads: max(1, TRAIN["threads"])
     resources:
         mem_mb=TRAIN_RES.get("mem_mb", 3000),
-        runtime=TRAIN_RES.get("runtime", 60),
+        runtime=lambda w, attempt: TRAIN_RES.get("runtime", 60) * attempt,
         cpus_per_task=max(1, TRAIN["threads"]),
     log:
         f"{R}/logs/evaluate/{{loss}}-{{noise}}-{{training}}-seed{{seed}}.log",
