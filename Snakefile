@@ -1,10 +1,11 @@
-"""The pydiffusion experiment grid: loss x noise x training x seeds, aggregated into one report.
-
-    snakemake --profile profiles/local                       # this machine (make run)
-    snakemake --profile profiles/slurm                       # a SLURM cluster
-    snakemake --profile profiles/local --configfile config/smoke.yaml
-    snakemake --report report.html                           # browsable HTML report
-"""
+# The pydiffusion experiment grid: loss x noise x training x seeds, aggregated into one report.
+#
+#     snakemake --profile profiles/local                       # this machine (make run)
+#     snakemake --profile profiles/slurm                       # a SLURM cluster
+#     snakemake --profile profiles/local --configfile config/smoke.yaml
+#     snakemake --report report.html                           # browsable HTML report
+#
+# The config keys are described in config/README.md.
 from snakemake.utils import min_version
 
 min_version("9.0")
@@ -13,9 +14,21 @@ min_version("9.0")
 configfile: "config/config.yaml"
 
 
+report: "workflow/report/workflow.rst"
+
+
+envvars:
+    "PATH",
+
+
 include: "workflow/rules/common.smk"
 include: "workflow/rules/train.smk"
 include: "workflow/rules/report.smk"
+
+
+localrules:
+    all,
+    train_config,
 
 
 rule all:

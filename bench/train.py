@@ -7,7 +7,6 @@ the machine's description to bench/results/train-cpu-<host>.json.
     python bench/train.py [--threads 1 2] [--repeats 5] [--steps 8]
 """
 import argparse
-import json
 import platform
 import statistics
 import time
@@ -15,13 +14,13 @@ from pathlib import Path
 
 import torch
 
+from pydiffusion import ops
 from pydiffusion.config import validate
 from pydiffusion.data import load_mnist1d
 from pydiffusion.io import save_json
 from pydiffusion.models import build_model, count_parameters
 from pydiffusion.paths import NoisePath
 from pydiffusion.sampling import guided, sample_ddim
-from pydiffusion import ops
 from pydiffusion.trainers import build_trainer
 
 TARGETS = {"implicit_ex_per_s_2threads": 1500, "semi_implicit_ratio": 1 / 3, "ddim20_s_per_1000": 4.0}

@@ -9,8 +9,8 @@ the file it loaded is the one that was measured.
 import time
 
 import torch
-from torch import nn
 import torch.nn.functional as F
+from torch import nn
 
 from .data import NUM_CLASSES
 from .io import UnreadableFileError, load_torch, save_torch

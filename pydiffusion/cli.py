@@ -1,4 +1,4 @@
-"""pydiffusion command line: data, train, evaluate, sample, doctor.
+"""pydiffusion command line: data, train, evaluate, sample, classifier, quality, doctor.
 
 Bad input (a config error, a missing or broken file, a busy run directory) is one line on
 stderr and exit status 2, before any work starts; so is a training run that cannot go on.
@@ -10,6 +10,7 @@ import platform
 import sys
 import time
 import warnings
+from importlib.metadata import version
 from pathlib import Path
 
 from .config import ConfigError, load_config
@@ -146,7 +147,10 @@ def cmd_doctor(args):
             print(f"FAIL  {name}: {type(e).__name__}: {e}")
 
     def imports():
-        import mnist1d, torch, wandb, yaml  # noqa: F401
+        import mnist1d  # noqa: F401  (imported to check that it imports)
+        import torch
+        import wandb
+        import yaml  # noqa: F401
         return f"python {platform.python_version()}, torch {torch.__version__}, wandb {wandb.__version__}"
 
     def backend():
@@ -178,6 +182,17 @@ def cmd_doctor(args):
     return 1 if failed else 0
 
 
+class _Help(argparse.HelpFormatter):
+    """--help shows each option's default, unless it has none or its help already names it."""
+
+    def _get_help_string(self, action):
+        text = action.help or ""
+        flag = action.nargs == 0  # --wait and friends: no value to show
+        if not flag and action.default not in (None, argparse.SUPPRESS, []) and "default" not in text:
+            text += " (default: %(default)s)"
+        return text
+
+
 class _Parser(argparse.ArgumentParser):
     """argparse, with its usage errors on one line like every other error."""
 
@@ -190,57 +205,57 @@ def _one_line_warning(message, category, filename, lineno, file=None, line=None)
 
 
 def build_parser():
-    p = _Parser(prog="pydiffusion", description=__doc__.splitlines()[0])
-    sub = p.add_subparsers(dest="command", required=True, parser_class=_Parser)
+    p = _Parser(prog="pydiffusion", description=__doc__.splitlines()[0], formatter_class=_Help)
+    p.add_argument("--version", action="version", version=f"%(prog)s {version('pydiffusion-mnist1d')}")
+    sub = p.add_subparsers(dest="command", required=True, parser_class=_Parser, metavar="COMMAND")
 
-    s = sub.add_parser("data", help="generate and cache MNIST-1D")
-    s.add_argument("--cache", help="cache folder (default $PYDIFFUSION_CACHE or ~/.cache/pydiffusion)")
-    s.set_defaults(fn=cmd_data)
+    def command(name, fn, help):
+        s = sub.add_parser(name, help=help, description=help, formatter_class=_Help)
+        s.set_defaults(fn=fn)
+        return s
 
-    s = sub.add_parser("train", help="train one configuration (resumes from OUT/checkpoint.pt)")
-    s.add_argument("--config", help="YAML file of config keys (see pydiffusion/config.py)")
+    s = command("data", cmd_data, "generate and cache MNIST-1D")
+    s.add_argument("--cache", help="cache folder (default: $PYDIFFUSION_CACHE or ~/.cache/pydiffusion)")
+
+    s = command("train", cmd_train, "train one configuration (resumes from OUT/checkpoint.pt)")
+    s.add_argument("--config", help="YAML file of config keys (every key, its default and its valid values: "
+                                    "pydiffusion/config.py)")
     s.add_argument("--out", required=True, help="run directory")
-    s.add_argument("--set", nargs="*", default=[], metavar="KEY=VALUE", help="override config keys")
+    s.add_argument("--set", nargs="*", default=[], metavar="KEY=VALUE", help="override config keys (values are YAML)")
     s.add_argument("--wait", action="store_true",
                    help="if another process trains into OUT, wait for it and resume instead of stopping")
     s.add_argument("--restart-on-config-change", action="store_true",
                    help="a checkpoint in OUT of a different configuration is discarded instead of stopping "
                         "(the workflow's choice: a changed grid retrains)")
-    s.set_defaults(fn=cmd_train)
 
-    s = sub.add_parser("evaluate", help="recompute a run's test metrics with its EMA weights")
-    s.add_argument("--run", required=True)
-    s.add_argument("--out", help="metrics file (default RUN/metrics.json)")
-    s.set_defaults(fn=cmd_evaluate)
+    s = command("evaluate", cmd_evaluate, "recompute a run's test metrics with its EMA weights")
+    s.add_argument("--run", required=True, help="a run directory (from `pydiffusion train`)")
+    s.add_argument("--out", help="metrics file (default: RUN/metrics.json)")
 
-    s = sub.add_parser("sample", help="draw class-conditional samples from a trained run")
-    s.add_argument("--run", required=True)
-    s.add_argument("--n", type=int, default=100)
-    s.add_argument("--sampler", choices=("ddim", "ddpm"), default="ddim")
+    s = command("sample", cmd_sample, "draw class-conditional samples from a trained run")
+    s.add_argument("--run", required=True, help="a run directory (from `pydiffusion train`)")
+    s.add_argument("--n", type=int, default=100, help="number of samples (labels 0..9 in turn)")
+    s.add_argument("--sampler", choices=("ddim", "ddpm"), default="ddim", help="reverse process")
     s.add_argument("--steps", type=int, help="DDIM steps (default: the run's sample_steps)")
-    s.add_argument("--eta", type=float, default=0.0)
+    s.add_argument("--eta", type=float, default=0.0, help="DDIM noise: 0 deterministic, 1 DDPM-like")
     s.add_argument("--guidance", type=float, default=1.0, help="classifier-free guidance scale; 0 = unconditional")
-    s.add_argument("--seed", type=int, default=0)
+    s.add_argument("--seed", type=int, default=0, help="seed of x_T and of the sampler's noise")
     s.add_argument("--out", required=True, help="a .pt file with x [N, 40] and y [N]")
-    s.set_defaults(fn=cmd_sample)
 
-    s = sub.add_parser("classifier", help="train the reference MNIST-1D classifier (for FD-1D and sample accuracy)")
+    s = command("classifier", cmd_classifier, "train the reference MNIST-1D classifier (for FD-1D and sample accuracy)")
     s.add_argument("--out", required=True, help="a .pt file")
-    s.add_argument("--seed", type=int, default=0)
+    s.add_argument("--seed", type=int, default=0, help="seed of the initialisation and the data order")
     s.add_argument("--threads", type=int, default=0, help="torch threads (0 keeps torch's default)")
-    s.add_argument("--cache", help="MNIST-1D cache folder")
-    s.set_defaults(fn=cmd_classifier)
+    s.add_argument("--cache", help="MNIST-1D cache folder (default: $PYDIFFUSION_CACHE or ~/.cache/pydiffusion)")
 
-    s = sub.add_parser("quality", help="sample quality of a run: accuracy, FD-1D and its floor, coverage, copying")
-    s.add_argument("--run", required=True)
-    s.add_argument("--classifier", required=True, help="from `pydiffusion classifier`")
+    s = command("quality", cmd_quality, "sample quality of a run: accuracy, FD-1D and its floor, coverage, copying")
+    s.add_argument("--run", required=True, help="a run directory (from `pydiffusion train`)")
+    s.add_argument("--classifier", required=True, help="the reference classifier, from `pydiffusion classifier`")
     s.add_argument("--n", type=int, default=1000, help="samples per measurement")
-    s.add_argument("--seed", type=int, default=0)
+    s.add_argument("--seed", type=int, default=0, help="seed of the samples")
     s.add_argument("--out", required=True, help="a .json file")
-    s.set_defaults(fn=cmd_quality)
 
-    s = sub.add_parser("doctor", help="check imports, ops backend, W&B mode, data generation and CUDA")
-    s.set_defaults(fn=cmd_doctor)
+    command("doctor", cmd_doctor, "check imports, ops backend, W&B mode, data generation and CUDA")
     return p
 
 

@@ -7,8 +7,8 @@ extra input channel; y: int64 class label [B] with NULL_LABEL for "no class"
 import math
 
 import torch
-from torch import nn
 import torch.nn.functional as F
+from torch import nn
 
 from .data import NUM_CLASSES, SIGNAL_LENGTH
 

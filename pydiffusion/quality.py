@@ -10,8 +10,16 @@ import time
 
 import torch
 
-from .classifier import (Classifier, accuracy, augment, features, load_classifier, predict,  # noqa: F401
-                         save_classifier, train_classifier)
+from .classifier import (  # noqa: F401
+    Classifier,
+    accuracy,
+    augment,
+    features,
+    load_classifier,
+    predict,
+    save_classifier,
+    train_classifier,
+)
 from .data import NUM_CLASSES
 from .models import NULL_LABEL
 from .sampling import guided, sample_ddim

@@ -91,7 +91,7 @@ def paired(records):
     by_key = {(r["loss"], r["noise"], r["training"], r["seed"]): r for r in records}
     cells = []
     for loss, noise in sorted({(r["loss"], r["noise"]) for r in records}):
-        seeds = sorted(s for (l, n, t, s) in by_key if (l, n, t) == (loss, noise, "semi_implicit")
+        seeds = sorted(s for (lo, n, t, s) in by_key if (lo, n, t) == (loss, noise, "semi_implicit")
                        and (loss, noise, "implicit", s) in by_key)
         if not seeds:
             continue
@@ -115,7 +115,7 @@ def best_configuration(summary):
 
 
 def _judge(effect, lower_is_better=True):
-    diff, lo, hi = effect["diff"], effect["ci_low"], effect["ci_high"]
+    lo, hi = effect["ci_low"], effect["ci_high"]
     if math.isnan(lo):
         return "one seed only, no interval"
     if lo <= 0 <= hi:
@@ -193,7 +193,6 @@ def figures(records, summary, cells, fig_dir):
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
-    import torch
 
     fig_dir = Path(fig_dir)
     cell_keys = sorted({(r["loss"], r["noise"]) for r in records})

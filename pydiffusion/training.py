@@ -22,8 +22,16 @@ import yaml
 from . import metrics
 from .config import ConfigError, validate
 from .data import load_mnist1d
-from .io import (RunLock, UnreadableFileError, UnsafeFileError, load_torch, remove_stale_temporaries, save_json,
-                 save_text, save_torch)
+from .io import (
+    RunLock,
+    UnreadableFileError,
+    UnsafeFileError,
+    load_torch,
+    remove_stale_temporaries,
+    save_json,
+    save_text,
+    save_torch,
+)
 from .models import build_model, count_parameters
 from .paths import NoisePath
 from .tracking import Tracker

@@ -1,5 +1,4 @@
 """Quality metrics on known cases, the reference classifier, and the samplers against each other."""
-import json
 import subprocess
 import sys
 
@@ -10,8 +9,16 @@ from pydiffusion.config import validate
 from pydiffusion.data import load_mnist1d
 from pydiffusion.models import build_model
 from pydiffusion.paths import NoisePath
-from pydiffusion.quality import (accuracy, class_entropy, draw, frechet_distance, load_classifier, nearest_distance,
-                                 save_classifier, train_classifier)
+from pydiffusion.quality import (
+    accuracy,
+    class_entropy,
+    draw,
+    frechet_distance,
+    load_classifier,
+    nearest_distance,
+    save_classifier,
+    train_classifier,
+)
 from pydiffusion.sampling import sample_ddim, sample_ddpm, sample_dpmpp_2m
 
 
@@ -120,6 +127,7 @@ def test_frechet_distance_singular_covariance_and_fallback():
     # 128-d features with dead units (as ReLU features have): singular covariances, finite FD;
     # equal covariances shifted by delta give exactly ||delta||^2; sqrtm and the symmetric form agree
     import numpy as np
+
     from pydiffusion.quality import _trace_sqrt_product_symmetric
 
     g = torch.Generator().manual_seed(0)

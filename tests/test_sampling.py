@@ -5,8 +5,15 @@ import torch
 from pydiffusion.config import validate
 from pydiffusion.models import NULL_LABEL, build_model
 from pydiffusion.paths import NoisePath
-from pydiffusion.sampling import (guided, roundtrip_forward_inverse, roundtrip_inverse_forward, sample_ddim,
-                                  sample_ddpm, timesteps_for, to_prime)
+from pydiffusion.sampling import (
+    guided,
+    roundtrip_forward_inverse,
+    roundtrip_inverse_forward,
+    sample_ddim,
+    sample_ddpm,
+    timesteps_for,
+    to_prime,
+)
 
 
 @pytest.fixture

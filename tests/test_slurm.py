@@ -9,11 +9,17 @@ from pathlib import Path
 import pytest
 import torch
 import yaml
-
 from workflow_helpers import ROOT, snakemake
 
 pytestmark = pytest.mark.slurm
 SCRIPT = ROOT / "scripts" / "slurm-cluster.sh"
+
+
+def slurm_profile(out):
+    """profiles/slurm with the status checks of a one-node test cluster (5 s, not the plugin's 40 s) and its
+    job logs under this test's results."""
+    return ("--profile", "profiles/slurm", "--slurm-init-seconds-before-status-checks", "5",
+            "--seconds-between-status-checks", "5", "--slurm-logdir", str(out / "logs" / "slurm"))
 
 
 @pytest.fixture(scope="module")
@@ -30,8 +36,7 @@ def cluster():
 
 def test_smoke_grid_runs_under_slurm(cluster, tmp_path):
     out = tmp_path / "results"
-    r = snakemake("--profile", "profiles/slurm", "--configfile", "config/smoke.yaml", "--config", f"results={out}",
-                  timeout=900)
+    r = snakemake(*slurm_profile(out), "--configfile", "config/smoke.yaml", "--config", f"results={out}", timeout=900)
     assert r.returncode == 0, r.stderr[-3000:]
     assert "submitted with SLURM jobid" in r.stdout + r.stderr
     for run in ("mse-gaussian-implicit", "mse-gaussian-semi_implicit"):
@@ -55,8 +60,8 @@ def test_failing_job_makes_snakemake_fail_not_hang(cluster, tmp_path):
     # the plugin notices the failure within its polling interval and snakemake must then exit, not wait
     target = out / "runs" / "mse-gaussian-implicit" / "seed0" / "metrics.json"
     t0 = time.monotonic()
-    r = snakemake("--profile", "profiles/slurm", "--configfile", str(bad), "--config", f"results={out}",
-                  "--retries", "0", str(target), timeout=600)
+    r = snakemake(str(target), *slurm_profile(out), "--configfile", str(bad), "--config", f"results={out}",
+                  "--retries", "0", timeout=600)
     assert r.returncode != 0
     assert time.monotonic() - t0 < 300, "snakemake took too long to give up on a failed SLURM job"
     assert re.search(r"SLURM-job '\d+' failed", r.stdout + r.stderr)
@@ -74,8 +79,8 @@ def test_gpu_request_reaches_sbatch(cluster, tmp_path):
     gpu.write_text(yaml.safe_dump(cfg))
     out = tmp_path / "results"
     target = out / "runs" / "mse-gaussian-implicit" / "seed0" / "metrics.json"
-    r = snakemake("--profile", "profiles/slurm", "--configfile", str(gpu), "--config", f"results={out}",
-                  "--retries", "0", "--verbose", str(target), timeout=300)
+    r = snakemake(str(target), *slurm_profile(out), "--configfile", str(gpu), "--config", f"results={out}",
+                  "--retries", "0", "--verbose", timeout=300)
     text = r.stdout + r.stderr
     train_call = next(line for line in text.splitlines() if line.startswith("sbatch call:") and "rule_train/" in line)
     assert "--gpus=1" in train_call
@@ -116,8 +121,7 @@ def test_a_job_killed_by_its_time_limit_is_retried_with_more_time_and_resumes(cl
 
     helper = threading.Thread(target=train_uninterrupted)
     helper.start()
-    t0 = time.time()
-    r = snakemake(str(run / "metrics.json"), "--profile", "profiles/slurm", "--retries", "2", "--configfile",
+    r = snakemake(str(run / "metrics.json"), *slurm_profile(out), "--retries", "2", "--configfile",
                   str(cfg_file), "--config", f"results={out}", timeout=1200)
     helper.join()
     assert r.returncode == 0, r.stderr[-3000:]
@@ -125,7 +129,7 @@ def test_a_job_killed_by_its_time_limit_is_retried_with_more_time_and_resumes(cl
     assert "runtime=2min" in log, log  # the retry's log (Snakemake starts it afresh); the first attempt's is below
     resumed = [line for line in log.splitlines() if line.startswith("resuming")]
     assert resumed and int(resumed[0].rsplit(" ", 1)[1]) >= 1, log
-    slurm_logs = [p for p in (ROOT / ".snakemake" / "slurm_logs").rglob("*.log") if p.stat().st_mtime >= t0]
+    slurm_logs = list((out / "logs" / "slurm" / "rule_train").rglob("*.log"))
     assert any("DUE TO TIME LIMIT" in p.read_text(errors="replace") for p in slurm_logs), "no job hit its time limit"
     assert reference["run"].returncode == 0, reference["run"].stderr[-2000:]
     drop_time = lambda m: {k: v for k, v in m.items() if k != "train_time_s"}  # noqa: E731

@@ -8,8 +8,8 @@ from pydiffusion.config import validate
 from pydiffusion.data import load_mnist1d
 from pydiffusion.models import build_model, count_parameters
 from pydiffusion.paths import NoisePath
-from pydiffusion.training import TrainingError, load_run, lr_at, train
 from pydiffusion.trainers import SemiImplicitTrainer, build_trainer
+from pydiffusion.training import TrainingError, load_run, lr_at, train
 
 
 def _quiet(_):

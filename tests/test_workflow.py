@@ -4,7 +4,6 @@ import json
 
 import pytest
 import yaml
-
 from workflow_helpers import ROOT, job_counts, snakemake
 
 

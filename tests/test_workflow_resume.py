@@ -12,7 +12,6 @@ from pathlib import Path
 import pytest
 import torch
 import yaml
-
 from workflow_helpers import ROOT, snakemake
 
 pytestmark = pytest.mark.slow

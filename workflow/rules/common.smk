@@ -7,15 +7,17 @@ from pathlib import Path
 
 import jsonschema
 import yaml
+from snakemake.settings.types import DeploymentMethod
 
 from pydiffusion.config import DEFAULTS, ConfigError, validate as validate_train
-
 
 # ---- the config, checked once before any job: a bad value is one line naming where it came from ----
 
 # Snakemake reads nested --config values (`train={epochs: 30}`, `seeds=[0, 1]`) as text; read them
 # as YAML, as `pydiffusion train --set` does, except where the value is text by design.
-TEXT_KEYS = {"results", "container"} | {k for k, v in DEFAULTS.items() if v is None or isinstance(v, str)}
+TEXT_KEYS = {"results", "container"} | {
+    k for k, v in DEFAULTS.items() if v is None or isinstance(v, str)
+}
 
 
 def read_as_yaml(value):
@@ -59,45 +61,79 @@ try:
     config.update(read_as_yaml(config))
 except yaml.YAMLError as e:
     config_error((), f"a value is not valid YAML ({' '.join(str(e).split())})")
-_schema = yaml.safe_load((Path(workflow.basedir) / "workflow" / "schemas" / "config.schema.yaml").read_text())
-_error = jsonschema.exceptions.best_match(jsonschema.Draft202012Validator(_schema).iter_errors(config))
+_schema = yaml.safe_load(
+    (Path(workflow.basedir) / "workflow" / "schemas" / "config.schema.yaml").read_text()
+)
+_error = jsonschema.exceptions.best_match(
+    jsonschema.Draft202012Validator(_schema).iter_errors(config)
+)
 if _error is not None:
     _path, _message = tuple(_error.absolute_path), _error.message
-    if _error.validator == "additionalProperties":  # name the unknown key itself, and the known ones
+    if (
+        _error.validator == "additionalProperties"
+    ):  # name the unknown key itself, and the known ones
         _known = _error.schema.get("properties", {})
         _path += (sorted(set(_error.instance) - set(_known))[0],)
         _message = f"unknown key; valid keys: {', '.join(_known)}"
-    _hint = _schema["properties"].get(_path[0], {}).get("description") if _path else None
-    config_error(_path[:2], f"{'.'.join(map(str, _path)) or 'the config'}: {_message}"
-                            + (f" (expected {_hint})" if _hint else ""))
+    _hint = (
+        _schema["properties"].get(_path[0], {}).get("description") if _path else None
+    )
+    config_error(
+        _path[:2],
+        f"{'.'.join(map(str, _path)) or 'the config'}: {_message}"
+        + (f" (expected {_hint})" if _hint else ""),
+    )
 for _key, _prop in _schema["properties"].items():
     if "default" in _prop:
         config.setdefault(_key, _prop["default"])
 config["resources"]["train"].setdefault("gpus", 0)
 for _axis in ("loss", "noise", "training", "seed", "data_cache"):
     if _axis in config["train"]:
-        config_error(("train", _axis), f"{_axis!r} is set by the workflow; use grid: / seeds: / results: instead")
+        config_error(
+            ("train", _axis),
+            f"{_axis!r} is set by the workflow; use grid: / seeds: / results: instead",
+        )
 try:
-    TRAIN = validate_train({**config["train"], "loss": "mse", "noise": "gaussian", "training": "implicit"})
+    TRAIN = validate_train(
+        {**config["train"], "loss": "mse", "noise": "gaussian", "training": "implicit"}
+    )
 except ConfigError as e:
     _key = next((k for k in config["train"] if repr(k) in str(e)), None)
     config_error(("train", _key) if _key else ("train", ""), str(e))
 
 R = config["results"]
-SEEDS = list(range(config["seeds"])) if isinstance(config["seeds"], int) else config["seeds"]
-CONFIGS = [f"{l}-{n}-{t}" for l, n, t in itertools.product(
-    config["grid"]["loss"], config["grid"]["noise"], config["grid"]["training"])]
+SEEDS = (
+    list(range(config["seeds"]))
+    if isinstance(config["seeds"], int)
+    else config["seeds"]
+)
+CONFIGS = [
+    f"{l}-{n}-{t}"
+    for l, n, t in itertools.product(
+        config["grid"]["loss"], config["grid"]["noise"], config["grid"]["training"]
+    )
+]
 RUNS = [f"{R}/runs/{c}/seed{s}" for c in CONFIGS for s in SEEDS]
-GRID_ID = hashlib.sha256(json.dumps(config, sort_keys=True, default=str).encode()).hexdigest()[:8]
+GRID_ID = hashlib.sha256(
+    json.dumps(config, sort_keys=True, default=str).encode()
+).hexdigest()[:8]
 
 # the shared settings every job trains with (the workflow adds loss, noise, training, seed, data_cache)
-SHARED = {**config["train"], "wandb_group": config["train"].get("wandb_group") or f"grid-{GRID_ID}"}
+SHARED = {
+    **config["train"],
+    "wandb_group": config["train"].get("wandb_group") or f"grid-{GRID_ID}",
+}
 TRAIN_RES = config["resources"]["train"]
-CONTAINER = config.get("container") or None
-if CONTAINER is None:
-    # jobs run bare call `pydiffusion`: the one installed beside the Python running Snakemake, so
-    # `.venv/bin/snakemake` works without an activated venv (locally and in SLURM jobs, which re-read this file)
-    os.environ["PATH"] = f"{Path(sys.executable).parent}{os.pathsep}{os.environ.get('PATH', '')}"
+# The image for every job, used where the workflow runs with --software-deployment-method apptainer.
+CONTAINER = config["container"]
+# Jobs in the image call its `pydiffusion`; bare jobs the one beside the Python running Snakemake, so
+# `.venv/bin/snakemake` works without an activated venv (locally and in SLURM jobs, which re-read this
+# file). PATH is declared with `envvars:` in the Snakefile.
+if DeploymentMethod.APPTAINER not in workflow.deployment_settings.deployment_method:
+    os.environ["PATH"] = (
+        f"{Path(sys.executable).parent}{os.pathsep}{os.environ['PATH']}"
+    )
+
 
 wildcard_constraints:
     loss="mse|kl",

@@ -8,26 +8,73 @@ rule aggregate:
         data=rules.data.output,
     output:
         summary_json=f"{R}/summary.json",
-        summary_csv=f"{R}/summary.csv",
-        markdown=f"{R}/report.md",
-        loss_curves=report(f"{R}/figures/loss_curves.png", caption="../report/loss_curves.rst", category="Training"),
-        components=report(f"{R}/figures/components.png", caption="../report/components.rst", category="Training"),
-        metrics=report(f"{R}/figures/metrics.png", caption="../report/metrics.rst", category="Results"),
-        paired=report(f"{R}/figures/paired.png", caption="../report/paired.rst", category="Results"),
-        samples=report(f"{R}/figures/samples.png", caption="../report/samples.rst", category="Samples"),
-        class_grid=report(f"{R}/figures/best_per_class.png", caption="../report/best_per_class.rst", category="Samples"),
-        trajectory=report(f"{R}/figures/trajectory.png", caption="../report/trajectory.rst", category="Samples"),
-        trajectory_gif=report(f"{R}/figures/trajectory.gif", caption="../report/trajectory.rst", category="Samples"),
-        forward_reverse=report(f"{R}/figures/forward_reverse.png", caption="../report/forward_reverse.rst", category="Samples"),
+        summary_csv=report(
+            f"{R}/summary.csv", caption="../report/summary.rst", category="Results"
+        ),
+        markdown=report(
+            f"{R}/report.md", caption="../report/report_md.rst", category="Results"
+        ),
+        loss_curves=report(
+            f"{R}/figures/loss_curves.png",
+            caption="../report/loss_curves.rst",
+            category="Training",
+        ),
+        components=report(
+            f"{R}/figures/components.png",
+            caption="../report/components.rst",
+            category="Training",
+        ),
+        metrics=report(
+            f"{R}/figures/metrics.png",
+            caption="../report/metrics.rst",
+            category="Results",
+        ),
+        paired=report(
+            f"{R}/figures/paired.png",
+            caption="../report/paired.rst",
+            category="Results",
+        ),
+        samples=report(
+            f"{R}/figures/samples.png",
+            caption="../report/samples.rst",
+            category="Samples",
+        ),
+        class_grid=report(
+            f"{R}/figures/best_per_class.png",
+            caption="../report/best_per_class.rst",
+            category="Samples",
+        ),
+        trajectory=report(
+            f"{R}/figures/trajectory.png",
+            caption="../report/trajectory.rst",
+            category="Samples",
+        ),
+        trajectory_gif=report(
+            f"{R}/figures/trajectory.gif",
+            caption="../report/trajectory.rst",
+            category="Samples",
+        ),
+        forward_reverse=report(
+            f"{R}/figures/forward_reverse.png",
+            caption="../report/forward_reverse.rst",
+            category="Samples",
+        ),
         samplers=f"{R}/samplers.json",
-        samplers_fig=report(f"{R}/figures/samplers.png", caption="../report/samplers.rst", category="Samplers"),
-    params:
-        runs=RUNS,
-        results=R,
-        n=config["quality_samples"],
-    threads: 2
+        samplers_fig=report(
+            f"{R}/figures/samplers.png",
+            caption="../report/samplers.rst",
+            category="Samplers",
+        ),
     log:
         f"{R}/logs/aggregate.log",
-    container: CONTAINER
+    benchmark:
+        f"{R}/benchmarks/aggregate.tsv"
+    container:
+        CONTAINER
+    threads: 2
+    params:
+        runs=RUNS,
+        results=lambda w, output: os.path.dirname(output.summary_json),
+        n=config["quality_samples"],
     script:
         "../scripts/aggregate.py"

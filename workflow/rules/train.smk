@@ -3,7 +3,10 @@ rule data:
         directory(f"{R}/data"),
     log:
         f"{R}/logs/data.log",
-    container: CONTAINER
+    benchmark:
+        f"{R}/benchmarks/data.tsv"
+    container:
+        CONTAINER
     shell:
         "pydiffusion data --cache {output} > {log} 2>&1"
 
@@ -11,10 +14,12 @@ rule data:
 rule train_config:
     output:
         f"{R}/train.yaml",
-    params:
-        shared=SHARED,
     log:
         f"{R}/logs/train_config.log",
+    benchmark:
+        f"{R}/benchmarks/train_config.tsv"
+    params:
+        shared=SHARED,
     run:
         from pydiffusion.io import save_text
 
@@ -35,22 +40,24 @@ rule train:
         model=f"{R}/runs/{{loss}}-{{noise}}-{{training}}/seed{{seed}}/model.pt",
         history=f"{R}/runs/{{loss}}-{{noise}}-{{training}}/seed{{seed}}/history.json",
         metrics=f"{R}/runs/{{loss}}-{{noise}}-{{training}}/seed{{seed}}/metrics.json",
-    params:
-        out=lambda w, output: os.path.dirname(output.model),
-        name=lambda w: f"{w.loss}-{w.noise}-{w.training}-seed{w.seed}",
-    threads: max(1, TRAIN["threads"])
-    resources:
-        mem_mb=TRAIN_RES.get("mem_mb", 3000),
-        runtime=lambda w, attempt: TRAIN_RES.get("runtime", 60) * attempt,
-        cpus_per_task=max(1, TRAIN["threads"]),
-        gpu=TRAIN_RES.get("gpus", 0),
     log:
         f"{R}/logs/train/{{loss}}-{{noise}}-{{training}}-seed{{seed}}.log",
     benchmark:
         f"{R}/benchmarks/train/{{loss}}-{{noise}}-{{training}}-seed{{seed}}.tsv"
-    container: CONTAINER
+    container:
+        CONTAINER
+    threads: max(1, TRAIN["threads"])
+    resources:
+        **{k: TRAIN_RES[k] for k in ("gpu_model", "gres") if TRAIN_RES.get(k)},
+        mem_mb=TRAIN_RES.get("mem_mb", 3000),
+        runtime=lambda w, attempt: TRAIN_RES.get("runtime", 60) * attempt,
+        cpus_per_task=max(1, TRAIN["threads"]),
+        gpu=TRAIN_RES.get("gpus", 0),
+    params:
+        out=lambda w, output: os.path.dirname(output.model),
+        name=lambda w: f"{w.loss}-{w.noise}-{w.training}-seed{w.seed}",
     shell:
-        "echo \"host $(hostname) SLURM_JOB_ID=${{SLURM_JOB_ID:-none}} runtime={resources.runtime}min\" >> {log}; "
+        'echo "host $(hostname) SLURM_JOB_ID=${{SLURM_JOB_ID:-none}} runtime={resources.runtime}min" >> {log}; '
         "pydiffusion train --wait --restart-on-config-change --config {input.config} --out {params.out} "
         "--set loss={wildcards.loss} "
         "noise={wildcards.noise} training={wildcards.training} seed={wildcards.seed} threads={threads} "
@@ -63,14 +70,17 @@ rule classifier:
         data=rules.data.output,
     output:
         f"{R}/classifier.pt",
+    log:
+        f"{R}/logs/classifier.log",
+    benchmark:
+        f"{R}/benchmarks/classifier.tsv"
+    container:
+        CONTAINER
     threads: 1  # ~20 s on one thread; a second thread only contends with the training jobs
     resources:
         mem_mb=2000,
         runtime=15,
         cpus_per_task=1,
-    log:
-        f"{R}/logs/classifier.log",
-    container: CONTAINER
     shell:
         "pydiffusion classifier --cache {input.data} --threads {threads} --out {output} > {log} 2>&1"
 
@@ -82,18 +92,21 @@ rule evaluate:
     output:
         quality=f"{R}/runs/{{loss}}-{{noise}}-{{training}}/seed{{seed}}/quality.json",
         samples=f"{R}/runs/{{loss}}-{{noise}}-{{training}}/seed{{seed}}/samples.pt",
-    params:
-        run=lambda w, input: os.path.dirname(input.model),
-        n=config["quality_samples"],
-        n_samples=config["samples"],
+    log:
+        f"{R}/logs/evaluate/{{loss}}-{{noise}}-{{training}}-seed{{seed}}.log",
+    benchmark:
+        f"{R}/benchmarks/evaluate/{{loss}}-{{noise}}-{{training}}-seed{{seed}}.tsv"
+    container:
+        CONTAINER
     threads: max(1, TRAIN["threads"])
     resources:
         mem_mb=TRAIN_RES.get("mem_mb", 3000),
         runtime=lambda w, attempt: TRAIN_RES.get("runtime", 60) * attempt,
         cpus_per_task=max(1, TRAIN["threads"]),
-    log:
-        f"{R}/logs/evaluate/{{loss}}-{{noise}}-{{training}}-seed{{seed}}.log",
-    container: CONTAINER
+    params:
+        run=lambda w, input: os.path.dirname(input.model),
+        n=config["quality_samples"],
+        n_samples=config["samples"],
     shell:
         # the test metrics (metrics.json) come from the train job; this adds sample quality and samples
         "(pydiffusion quality --run {params.run} --classifier {input.classifier} --n {params.n} --out {output.quality} && "
