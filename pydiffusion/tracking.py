@@ -1,41 +1,76 @@
-"""Weights & Biases tracking: config, per-epoch losses, test metrics.
+"""Weights & Biases tracking: one W&B run per training run holds its config, per-epoch losses and
+test metrics, and then, added by `pydiffusion quality` and `pydiffusion sample`, its sample quality,
+a figure of its samples and a GIF of one reverse trajectory.
 
-Online only when asked for and WANDB_API_KEY is set in the environment; otherwise offline
-(runs land under the run directory; `wandb sync` uploads them later). An unreachable server
-falls back to offline with a warning (wandb waits WANDB_INIT_TIMEOUT seconds, 90 by default). The key is read by
-wandb itself from the environment and is never written or printed here.
+Online only when asked for and wandb will find an API key: WANDB_API_KEY, or the netrc entry that
+`wandb login` writes. Here we only check that a key is there. wandb reads the key itself, and it
+is never written or printed here. Otherwise offline: runs land under the run directory and
+`wandb sync` uploads them later. An unreachable server falls back to offline with a warning
+(wandb waits WANDB_INIT_TIMEOUT seconds, 90 by default).
+
+Every wandb.init of a run (training, resumed training, each evaluation command) uses the id in
+RUN/wandb_id.txt with resume="allow". Online, that appends to the one run. Offline, each init
+writes its own folder RUN/wandb/offline-run-<time>-<id>. Each folder records that it resumes, and
+`wandb sync` uploads the folders of one id one after the other, in order of start time, into that
+one run.
 """
+import io
+import netrc
 import os
 import uuid
 import warnings
 from pathlib import Path
+from urllib.parse import urlsplit
 
 from .io import save_text
 
+ID_FILE = "wandb_id.txt"
+
+
+def has_api_key() -> bool:
+    """Whether wandb will find an API key: WANDB_API_KEY, or a netrc entry for the W&B host
+    ($WANDB_BASE_URL, default api.wandb.ai) in $NETRC or ~/.netrc, where `wandb login` puts it.
+    Only whether it is there is tested."""
+    if os.environ.get("WANDB_API_KEY"):
+        return True
+    host = urlsplit(os.environ.get("WANDB_BASE_URL") or "https://api.wandb.ai").netloc
+    try:
+        entry = netrc.netrc(os.environ.get("NETRC") or Path.home() / ".netrc").authenticators(host)
+    except (OSError, netrc.NetrcParseError):  # no netrc file, or one wandb cannot read either
+        return False
+    return bool(entry and entry[2])
+
 
 def resolve_mode(requested: str) -> str:
-    if requested == "online" and not os.environ.get("WANDB_API_KEY"):
-        warnings.warn("wandb_mode is online but WANDB_API_KEY is not set; tracking offline instead", stacklevel=2)
+    if requested == "online" and not has_api_key():
+        warnings.warn("wandb_mode is online but no W&B API key was found (set WANDB_API_KEY or run `wandb login`); "
+                      "tracking offline instead", stacklevel=2)
         return "offline"
     return requested
 
 
 class Tracker:
-    """One W&B run per training run, resumed under the same id when training resumes."""
+    """The W&B run of a training run: created by its training, resumed under the same id by a
+    resumed training and by each evaluation."""
 
     def __init__(self, cfg: dict, out_dir: Path):
         self.run = None
+        self.cfg = cfg
         mode = resolve_mode(cfg["wandb_mode"])
         if mode == "disabled":
             return
         import wandb
 
-        id_file = Path(out_dir) / "wandb_id.txt"
+        id_file = Path(out_dir) / ID_FILE
         if not id_file.exists():
             save_text(uuid.uuid4().hex[:12], id_file)
+
         def init(mode):
+            # job_type stays "train" when an evaluation resumes the run: W&B keeps one job type per run
             return wandb.init(
-                project=cfg["wandb_project"], group=cfg["wandb_group"], name=cfg["wandb_name"] or Path(out_dir).name,
+                entity=cfg["wandb_entity"], project=cfg["wandb_project"], group=cfg["wandb_group"],
+                name=cfg["wandb_name"] or Path(out_dir).name, job_type="train",
+                tags=[cfg["loss"], cfg["noise"], cfg["training"]],
                 config=cfg, dir=str(out_dir), mode=mode, id=id_file.read_text().strip(), resume="allow",
                 settings=wandb.Settings(quiet=True, console="off"),
             )
@@ -51,16 +86,122 @@ class Tracker:
                           f"`wandb sync {out_dir}/wandb/offline-run-*`)", stacklevel=2)
             wandb.teardown()  # the failed attempt still holds the run id in wandb's service process
             self.run = init("offline")
+        # curves against the epoch, not W&B's step counter (resumes and evaluations move it too); an
+        # offline folder has no definitions from the server, so every init defines them again
+        self.run.define_metric("epoch")
+        self.run.define_metric("*", step_metric="epoch")
+        self.run.define_metric("loss", step_metric="epoch", summary="min")
 
     def log(self, values: dict, step: int):
         if self.run is not None:
             self.run.log(values, step=step)
 
     def summary(self, values: dict):
+        # metrics.json repeats the run's config (loss: "mse", noise, training, seed, epochs); the
+        # config holds those already, and the summary's `loss` is the minimum of the loss curve
         if self.run is not None:
-            self.run.summary.update(values)
+            self.run.summary.update({k: v for k, v in values.items() if k not in self.cfg})
 
     def finish(self):
         if self.run is not None:
             self.run.finish()
             self.run = None
+
+
+def _resume(cfg: dict, run_dir) -> Tracker | None:
+    """The W&B run of a finished training, resumed, or None where the training was not tracked."""
+    run_dir = Path(run_dir)
+    if cfg["wandb_mode"] == "disabled" or not (run_dir / ID_FILE).exists():
+        return None
+    if not (run_dir / "model.pt").exists():
+        # online, a second process writing into the run that training is still writing would clash
+        warnings.warn(f"{run_dir} is still training; its W&B run gets no evaluation results", stacklevel=3)
+        return None
+    return Tracker(cfg, run_dir)
+
+
+def log_quality(cfg: dict, run_dir, quality: dict):
+    """Put the sample-quality metrics (`pydiffusion quality`) into the summary of the run's W&B run."""
+    tracker = _resume(cfg, run_dir)
+    if tracker is None:
+        return
+    try:
+        tracker.summary(quality)
+    finally:
+        tracker.finish()
+
+
+def log_samples(cfg: dict, run_dir, x, y, model, path):
+    """Add to the run's W&B run a figure of the samples x [N, 40] with labels y (`pydiffusion sample`)
+    and a GIF of one reverse trajectory. They go in at the final epoch."""
+    tracker = _resume(cfg, run_dir)
+    if tracker is None:
+        return
+    import wandb
+
+    try:
+        media = {"samples": wandb.Image(samples_figure(x, y), caption="samples per class"),
+                 "trajectory": wandb.Video(trajectory_gif(model, path, cfg, int(y[0])), format="gif",
+                                           caption=f"one DDIM sample, {cfg['sample_steps']} steps, x_T to x_0")}
+        # W&B's steps only go up: offline, an init starts counting at 0 again
+        tracker.run.log({**media, "epoch": cfg["epochs"]}, step=max(tracker.run.step, cfg["epochs"] + 1))
+    finally:
+        tracker.finish()
+
+
+def _canvas(figsize):
+    from matplotlib.backends.backend_agg import FigureCanvasAgg
+    from matplotlib.figure import Figure
+
+    # a figure on its own Agg canvas: pyplot's backend stays whatever the process chose
+    fig = Figure(figsize=figsize, dpi=80, layout="tight")
+    return fig, FigureCanvasAgg(fig)
+
+
+def _pixels(canvas):
+    import numpy as np
+
+    canvas.draw()
+    return np.asarray(canvas.buffer_rgba())[..., :3].copy()
+
+
+def samples_figure(x, y, per_class=4):
+    """RGB pixels [H, W, 3] of up to per_class samples of each label, overlaid, one panel per label."""
+    from .data import NUM_CLASSES
+
+    fig, canvas = _canvas((12, 4.5))
+    labels = sorted(set(y.tolist()))
+    for ax, label in zip(fig.subplots(2, 5, sharey=True).flat, labels + [None] * 10):
+        if label is None:
+            ax.set_axis_off()
+            continue
+        for sample in x[y == label][:per_class]:
+            ax.plot(sample.numpy(), lw=0.8)
+        ax.set_title(f"digit {label}" if label < NUM_CLASSES else "unconditional", fontsize=9)
+        ax.set_xticks([])
+    return _pixels(canvas)
+
+
+def trajectory_gif(model, path, cfg, label, seed=0):
+    """An animated GIF (in memory) of one DDIM sample of `label`, x_T to x_0, the run's sample_steps."""
+    import torch
+    from PIL import Image
+
+    from .sampling import guided, sample_ddim, timesteps_for
+
+    x_T = torch.randn((1, 40), generator=torch.Generator().manual_seed(seed))
+    _, xs = sample_ddim(guided(model, torch.tensor([label])), x_T, path, cfg["sample_steps"],
+                        prediction=cfg["prediction"], clip=cfg["clip"], trajectory=True)
+    lim = max(float(torch.cat(xs).abs().max()), 1.0)
+    frames = []
+    for t, x in zip(timesteps_for(path.T, cfg["sample_steps"]), xs):
+        fig, canvas = _canvas((6, 3))
+        ax = fig.subplots()
+        ax.plot(x[0].numpy())
+        ax.set_ylim(-lim, lim)
+        ax.set_title(f"t = {t}")
+        frames.append(Image.fromarray(_pixels(canvas)))
+    gif = io.BytesIO()
+    frames[0].save(gif, format="GIF", save_all=True, append_images=frames[1:], duration=250, loop=0)
+    gif.seek(0)
+    return gif

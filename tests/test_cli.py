@@ -56,3 +56,25 @@ def test_cli_data_and_doctor(tmp_path):
     for part in ("imports", "ops backend", "W&B", "data", "CUDA"):
         assert f"ok    {part}:" in r.stdout
     assert "WANDB_API_KEY" in r.stdout
+
+
+def test_version_and_help_cover_every_command_and_option():
+    import argparse
+    from importlib.metadata import version
+
+    from pydiffusion.cli import build_parser
+
+    r = run("--version")
+    assert r.returncode == 0 and r.stdout.strip() == f"pydiffusion {version('pydiffusion-mnist1d')}"
+    parser = build_parser()
+    (sub,) = [a for a in parser._actions if isinstance(a, argparse._SubParsersAction)]
+    top = run("--help").stdout
+    for name, command in sub.choices.items():
+        assert name in top and name in parser.description, f"{name} missing from the top-level help"
+        for action in command._actions:
+            assert action.help, f"pydiffusion {name} {action.option_strings} has no help"
+        text = command.format_help()
+        for action in command._actions:
+            if action.default not in (None, [], argparse.SUPPRESS) and action.nargs != 0:
+                assert "default" in action.help or f"(default: {action.default})" in " ".join(text.split()), \
+                    f"pydiffusion {name} {action.option_strings}: default not shown"
