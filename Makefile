@@ -11,7 +11,7 @@ export PATH := $(BIN):$(PATH)
 $(STAMP): pyproject.toml setup.py $(shell find csrc -type f 2>/dev/null)
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
 	$(BIN)/pip install -q torch==2.13.0 ninja 'setuptools>=77' wheel
-	$(BIN)/pip install -q --no-build-isolation -e '.[test,workflow]'
+	$(BIN)/pip install -q --no-build-isolation -e '.[test,workflow,dev]'
 	touch $(STAMP)
 
 run: $(STAMP)

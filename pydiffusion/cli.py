@@ -70,6 +70,7 @@ def cmd_sample(args):
     from .io import save_torch
     from .models import NULL_LABEL
     from .sampling import guided, sample_ddim, sample_ddpm
+    from .tracking import log_samples
     from .training import load_run
 
     _check_out_file(args.out, (".pt",))
@@ -97,6 +98,7 @@ def cmd_sample(args):
     dt = time.perf_counter() - t0
     save_torch({"x": x, "y": y, "sampler": args.sampler, "steps": steps, "eta": args.eta, "guidance": args.guidance},
                args.out)
+    log_samples(cfg, args.run, x, y, model, path)
     print(f"{args.n} samples ({args.sampler}, {steps} steps) in {dt:.2f} s; wrote {args.out}")
 
 
@@ -121,6 +123,7 @@ def cmd_quality(args):
     from .data import load_mnist1d
     from .io import save_json
     from .quality import evaluate_quality, load_classifier
+    from .tracking import log_quality
     from .training import load_run
 
     _check_out_file(args.out, (".json",))
@@ -130,6 +133,7 @@ def cmd_quality(args):
     classifier, _ = load_classifier(args.classifier)
     q = evaluate_quality(model, path, cfg, classifier, load_mnist1d(cfg["data_cache"]), n=args.n, seed=args.seed)
     save_json(q, args.out)
+    log_quality(cfg, args.run, q)
     print(f"guided accuracy {q['sample_acc_guided']:.3f}, FD-1D {q['fd_1d']:.3f} (floor {q['fd_floor']:.3f}), "
           f"coverage {q['coverage_entropy']:.3f}; wrote {args.out}")
 

@@ -59,6 +59,7 @@ DEFAULTS = {
     "n_samples": 100,
     # tracking
     "wandb_mode": "disabled",
+    "wandb_entity": None,        # W&B user or team; None: your default entity
     "wandb_project": "pydiffusion-mnist1d",
     "wandb_group": None,
     "wandb_name": None,
@@ -107,6 +108,7 @@ CHECKS = {
     "eta": (lambda v: 0 <= v <= 1, "in [0, 1]"),
     "guidance": (lambda v: v >= 0, ">= 0 (1 = conditional, 0 = unconditional)"),
     "n_samples": (lambda v: v >= 1, "an integer >= 1"),
+    "wandb_entity": (lambda v: v is None or v.strip() != "", "a W&B user or team name, or null for your default entity"),
     **{k: (lambda v: v >= 0, ">= 0") for k in ("w_forward", "w_inverse", "w_rt_fi", "w_rt_if", "w_consistency")},
 }
 

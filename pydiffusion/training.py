@@ -40,8 +40,8 @@ from .trainers import build_trainer
 # keys that only affect evaluation, sampling, tracking or where the run executes: changing them
 # between a run and its resumption is allowed (not `epochs`: the LR schedule depends on it)
 RESUMABLE_CHANGES = {"device", "threads", "checkpoint_every", "eval_seed", "psnr_timesteps", "sampler", "sample_steps",
-                     "eta", "guidance", "n_samples", "wandb_mode", "wandb_project", "wandb_group", "wandb_name",
-                     "data_cache"}
+                     "eta", "guidance", "n_samples", "wandb_mode", "wandb_entity", "wandb_project", "wandb_group",
+                     "wandb_name", "data_cache"}
 CHECKPOINT, PREVIOUS_CHECKPOINT, MODEL = "checkpoint.pt", "checkpoint.prev.pt", "model.pt"
 CHECKPOINT_KEYS = ("config", "model", "ema", "optimizer", "data_gen", "noise_gen", "history", "step", "epoch")
 
