@@ -1,6 +1,6 @@
 // The per-element math of the fused ops, written once for the CPU and CUDA paths.
 // Torch-free so that nvcc and the host compiler both see the same formulas; mirrors
-// pydiffusion/reference.py (DESIGN.md section 3) operation for operation.
+// pydiffusion/reference.py (docs/math.md, sections Paths and Reverse step) operation for operation.
 #pragma once
 
 #include <cmath>

@@ -21,7 +21,7 @@ DEFAULTS = {
     "clip": 5.0,                 # clamp x0_hat to [-clip, clip]; 0 disables
     "loss": "mse",
     "training": "implicit",
-    # semi-implicit loss weights (DESIGN.md section 4) and consistency weight
+    # semi-implicit loss weights (docs/math.md#training-modes) and consistency weight
     "w_forward": 1.0,
     "w_inverse": 1.0,
     "w_rt_fi": 0.5,

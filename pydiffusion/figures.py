@@ -1,4 +1,4 @@
-"""Figures of one trained model (seed 004's set): samples per class, the reverse trajectory as a
+"""Figures of one trained model (the usual set of an image DDPM): samples per class, the reverse trajectory as a
 figure and an animated GIF, forward noising beside the reverse process, FD-1D against sampler steps.
 All written atomically."""
 import os

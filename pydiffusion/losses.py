@@ -1,4 +1,4 @@
-"""Per-sample losses (DESIGN.md section 3): L_simple (mse) and the rescaled variational bound (kl).
+"""Per-sample losses (docs/math.md#losses): L_simple (mse) and the rescaled variational bound (kl).
 
 Everything returns a [B] tensor, one value per sample, averaged over the signal dimensions,
 so `kl` and the bound are in nats per dimension.

@@ -1,4 +1,4 @@
-"""Test metrics (seed 002's list) and convergence figures from the loss history.
+"""Test metrics (docs/math.md#losses for the bound) and convergence figures from the loss history.
 
 All test quantities use the EMA network, the test set with its true labels, and noise drawn
 from a generator seeded with `eval_seed`, so two models are compared on identical inputs.

@@ -1,4 +1,4 @@
-"""Noise paths x_t = a_t * x0 + s_t * eps and their posteriors (DESIGN.md section 3).
+"""Noise paths x_t = a_t * x0 + s_t * eps and their posteriors (docs/math.md#paths).
 
 Coefficient tables are float64 tensors of length T+1 with a[0] = 1, s[0] = 0.
 """

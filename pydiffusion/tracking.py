@@ -192,13 +192,17 @@ def trajectory_gif(model, path, cfg, label, seed=0):
     x_T = torch.randn((1, 40), generator=torch.Generator().manual_seed(seed))
     _, xs = sample_ddim(guided(model, torch.tensor([label])), x_T, path, cfg["sample_steps"],
                         prediction=cfg["prediction"], clip=cfg["clip"], trajectory=True)
+    fig, canvas = _canvas((6, 3))
+    ax = fig.subplots()
+    (line,) = ax.plot(xs[0][0].numpy())
     lim = max(float(torch.cat(xs).abs().max()), 1.0)
+    ax.set_ylim(-lim, lim)
+    ax.set_title(f"t = {path.T}")
+    canvas.draw()
+    fig.set_layout_engine("none")  # laid out once: the frames change only the line and the title
     frames = []
     for t, x in zip(timesteps_for(path.T, cfg["sample_steps"]), xs):
-        fig, canvas = _canvas((6, 3))
-        ax = fig.subplots()
-        ax.plot(x[0].numpy())
-        ax.set_ylim(-lim, lim)
+        line.set_ydata(x[0].numpy())
         ax.set_title(f"t = {t}")
         frames.append(Image.fromarray(_pixels(canvas)))
     gif = io.BytesIO()

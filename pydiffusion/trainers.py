@@ -1,4 +1,4 @@
-"""The three training modes (DESIGN.md section 4), each a callable batch -> dict of losses.
+"""The three training modes (docs/math.md#training-modes), each a callable batch -> dict of losses.
 
 A trainer returns {"loss": scalar total, <component>: scalar, ...}. It draws t, eps and the
 label dropout from the generator it is given, so a run is reproducible and resumable.
@@ -55,7 +55,7 @@ class ImplicitTrainer:
 
 
 class SemiImplicitTrainer(ImplicitTrainer):
-    """Four losses per batch: forward, inverse, and the two roundtrips (seed 002's design).
+    """Four losses per batch: forward, inverse, and the two roundtrips (docs/math.md#training-modes).
 
     The two passes of each stage share one network call (GroupNorm is per sample, so batching
     them changes nothing but speed).

@@ -1,4 +1,4 @@
-"""Noise paths, posteriors and the reference ops against DESIGN.md section 3 and diffusers."""
+"""Noise paths, posteriors and the reference ops against docs/math.md and diffusers."""
 import math
 
 import pytest
