@@ -162,11 +162,10 @@ def cmd_doctor(args):
         return ops.backend("cpu")
 
     def wandb_mode():
-        from .tracking import resolve_mode
-        key = "set" if os.environ.get("WANDB_API_KEY") else "not set"
-        with warnings.catch_warnings():
-            warnings.simplefilter("ignore")
-            return f"WANDB_API_KEY {key}; wandb_mode online would run {resolve_mode('online')}"
+        from .tracking import has_api_key
+        where = "WANDB_API_KEY set" if os.environ.get("WANDB_API_KEY") else (
+            "WANDB_API_KEY not set, key from `wandb login` found" if has_api_key() else "WANDB_API_KEY not set, no netrc key")
+        return f"{where}; wandb_mode online would run {'online' if has_api_key() else 'offline'}"
 
     def data():
         from .data import load_mnist1d

@@ -10,9 +10,9 @@ is never written or printed here. Otherwise offline: runs land under the run dir
 
 Every wandb.init of a run (training, resumed training, each evaluation command) uses the id in
 RUN/wandb_id.txt with resume="allow". Online, that appends to the one run. Offline, each init
-writes its own folder RUN/wandb/offline-run-<time>-<id>. Each folder records that it resumes, and
-`wandb sync` uploads the folders of one id one after the other, in order of start time, into that
-one run.
+writes its own folder RUN/wandb/offline-run-<time>-<id>. Each folder records that it resumes the
+run, and `wandb sync` of all of them uploads the folders of one id one after the other, in order of
+start time (as wandb 0.31 documents it; README.md, "Weights & Biases", says what was checked).
 """
 import io
 import netrc
@@ -110,10 +110,12 @@ class Tracker:
 
 def _resume(cfg: dict, run_dir) -> Tracker | None:
     """The W&B run of a finished training, resumed, or None where the training was not tracked."""
+    from .training import MODEL  # not at the top: training imports this module
+
     run_dir = Path(run_dir)
     if cfg["wandb_mode"] == "disabled" or not (run_dir / ID_FILE).exists():
         return None
-    if not (run_dir / "model.pt").exists():
+    if not (run_dir / MODEL).exists():
         # online, a second process writing into the run that training is still writing would clash
         warnings.warn(f"{run_dir} is still training; its W&B run gets no evaluation results", stacklevel=3)
         return None

@@ -126,7 +126,10 @@ def test_a_job_killed_by_its_time_limit_is_retried_with_more_time_and_resumes(cl
     helper.join()
     assert r.returncode == 0, r.stderr[-3000:]
     log = (out / "logs" / "train" / "mse-gaussian-implicit-seed0.log").read_text()
-    assert "runtime=2min" in log, log  # the retry's log (Snakemake starts it afresh); the first attempt's is below
+    # the last attempt's log (Snakemake starts it afresh): a retry with more time than the 1-minute limit
+    # (2 minutes, or 3 on a loaded machine where the second attempt hit its limit too)
+    limits = [int(m) for m in re.findall(r"runtime=(\d+)min", log)]
+    assert limits and limits[-1] >= 2, log
     resumed = [line for line in log.splitlines() if line.startswith("resuming")]
     assert resumed and int(resumed[0].rsplit(" ", 1)[1]) >= 1, log
     slurm_logs = list((out / "logs" / "slurm" / "rule_train").rglob("*.log"))

@@ -8,6 +8,7 @@ import sys
 
 import pytest
 import torch
+import wandb
 import yaml
 from PIL import Image
 from wandb.proto import wandb_internal_pb2
@@ -109,6 +110,7 @@ def test_training_run_has_tags_job_type_and_loss_curve_against_the_epoch(tmp_pat
         tracker.log({"epoch": epoch, "loss": loss, "lr": 1e-3}, step=epoch)
     tracker.summary({"loss": "mse", "noise": "convex", "seed": 0, "test_mse": 0.25})  # as metrics.json has it
     tracker.finish()
+    wandb.teardown()  # run.finish() returns before wandb's service process has closed the .wandb file
     [(_, by_kind)] = folders(tmp_path)
     run = by_kind["run"][0].run
     assert run.run_id == (tmp_path / "wandb_id.txt").read_text() and run.resume
