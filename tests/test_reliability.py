@@ -315,7 +315,7 @@ CASES = {
     "classifier-threads-negative": (["classifier", "--out", "{tmp}/c.pt", "--threads", "-2"], "--threads >= 0"),
     # the command itself
     "unknown-command": (["frobnicate"], "invalid choice: 'frobnicate'"),
-    "no-command": ([], "the following arguments are required: command"),
+    "no-command": ([], "the following arguments are required: COMMAND"),
 }
 if not torch.cuda.is_available():
     CASES["device-cuda-without-gpu"] = (T + ["--set", "device=cuda"], "no CUDA GPU is available")
