@@ -13,7 +13,7 @@ import warnings
 from importlib.metadata import version
 from pathlib import Path
 
-from .config import ConfigError, load_config
+from .config import MAX_SEED, ConfigError, load_config
 
 
 def cmd_data(args):
@@ -80,7 +80,7 @@ def cmd_sample(args):
         raise ConfigError(f"--eta is {args.eta}; it must be in [0, 1] (0 = DDIM, 1 = DDPM-like noise)")
     if not 0 <= args.guidance < float("inf"):
         raise ConfigError(f"--guidance is {args.guidance}; it must be a finite number >= 0 (0 = unconditional)")
-    if not 0 <= args.seed < 2**63:
+    if not 0 <= args.seed < MAX_SEED:
         raise ConfigError(f"--seed is {args.seed}; it must be in [0, 2**63)")
     model, path, cfg = load_run(args.run)
     steps = cfg["sample_steps"] if args.steps is None else args.steps
@@ -109,7 +109,7 @@ def cmd_classifier(args):
     from .quality import save_classifier, train_classifier
 
     _check_out_file(args.out, (".pt",))
-    if args.threads < 0 or not 0 <= args.seed < 2**63:
+    if args.threads < 0 or not 0 <= args.seed < MAX_SEED:
         raise ConfigError(f"need --threads >= 0 and --seed in [0, 2**63); got {args.threads} and {args.seed}")
     if args.threads:
         torch.set_num_threads(args.threads)
@@ -127,7 +127,7 @@ def cmd_quality(args):
     from .training import load_run
 
     _check_out_file(args.out, (".json",))
-    if args.n < 10 or not 0 <= args.seed < 2**63:
+    if args.n < 10 or not 0 <= args.seed < MAX_SEED:
         raise ConfigError(f"need --n >= 10 (samples per measurement) and --seed in [0, 2**63); got {args.n} and {args.seed}")
     model, path, cfg = load_run(args.run)
     classifier, _ = load_classifier(args.classifier)
