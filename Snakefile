@@ -26,6 +26,14 @@ include: "workflow/rules/train.smk"
 include: "workflow/rules/report.smk"
 
 
+# Every progress_seconds: grid jobs done of all and the time left (pydiffusion/progress.py); only in
+# the main Snakemake process (not in dry runs, nor in the jobs a cluster runs).
+onstart:
+    GridProgress(EPOCH_COST, TRAIN["epochs"]).report_every(
+        config["progress_seconds"], logger.info
+    )
+
+
 localrules:
     all,
     train_config,

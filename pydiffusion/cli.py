@@ -28,10 +28,42 @@ def cmd_train(args):
     from .training import train
 
     cfg = load_config(args.config, args.set)
-    metrics = train(cfg, args.out, wait=args.wait, restart_on_config_change=args.restart_on_config_change)
+    evaluate = None
+    if args.classifier:
+        from .quality import load_classifier
+
+        if args.quality_samples < 10 or args.samples < 1:
+            raise ConfigError(f"need --quality-samples >= 10 and --samples >= 1; got {args.quality_samples} and "
+                              f"{args.samples}")
+        classifier, _ = load_classifier(args.classifier)  # a bad file stops the run before any training
+
+        def evaluate(model, path, cfg, data, tracker):
+            _evaluate_samples(model, path, cfg, data, tracker, Path(args.out), classifier, args.quality_samples,
+                              args.samples)
+
+    metrics = train(cfg, args.out, wait=args.wait, restart_on_config_change=args.restart_on_config_change,
+                    evaluate=evaluate)
     print(f"test_mse={metrics['test_mse']:.4f} (forward {metrics['test_mse_forward']:.4f}, inverse "
           f"{metrics['test_mse_inverse']:.4f}) test_kl={metrics['test_kl']:.4f} nats/dim "
           f"in {metrics['train_time_s']:.1f} s; wrote {Path(args.out) / 'metrics.json'}")
+
+
+def _evaluate_samples(model, path, cfg, data, tracker, run_dir, classifier, n_quality, n_samples):
+    """What `pydiffusion quality` and `pydiffusion sample` (with its defaults) write, into RUN/quality.json
+    and RUN/samples.pt, in the training process: one process per grid job instead of three."""
+    from .io import save_json, save_torch
+    from .quality import evaluate_quality
+    from .sampling import draw_class_samples
+
+    q = evaluate_quality(model, path, cfg, classifier, data, n=n_quality, seed=0)
+    save_json(q, run_dir / "quality.json")
+    tracker.summary(q)
+    x, y = draw_class_samples(model, path, cfg, n_samples)
+    save_torch({"x": x, "y": y, "sampler": "ddim", "steps": cfg["sample_steps"], "eta": 0.0, "guidance": 1.0},
+               run_dir / "samples.pt")
+    tracker.log_samples(x, y, model, path)
+    print(f"guided accuracy {q['sample_acc_guided']:.3f}, FD-1D {q['fd_1d']:.3f} (floor {q['fd_floor']:.3f}); "
+          f"wrote {run_dir / 'quality.json'} and {run_dir / 'samples.pt'}")
 
 
 def _check_out_file(out, suffixes):
@@ -64,12 +96,8 @@ def cmd_evaluate(args):
 
 
 def cmd_sample(args):
-    import torch
-
-    from .data import NUM_CLASSES
     from .io import save_torch
-    from .models import NULL_LABEL
-    from .sampling import guided, sample_ddim, sample_ddpm
+    from .sampling import draw_class_samples
     from .tracking import log_samples
     from .training import load_run
 
@@ -86,15 +114,8 @@ def cmd_sample(args):
     steps = cfg["sample_steps"] if args.steps is None else args.steps
     if not 1 <= steps <= path.T:
         raise ConfigError(f"--steps is {steps}; it must be in [1, T={path.T}]")
-    gen = torch.Generator().manual_seed(args.seed)
-    y = torch.arange(args.n) % NUM_CLASSES if args.guidance != 0 else torch.full((args.n,), NULL_LABEL)
-    x_T = torch.randn((args.n, 40), generator=gen)
-    f = guided(model, y, args.guidance)
     t0 = time.perf_counter()
-    if args.sampler == "ddpm":
-        x = sample_ddpm(f, x_T, path, cfg["prediction"], cfg["clip"], gen)
-    else:
-        x = sample_ddim(f, x_T, path, steps, args.eta, cfg["prediction"], cfg["clip"], gen)
+    x, y = draw_class_samples(model, path, cfg, args.n, args.sampler, steps, args.eta, args.guidance, args.seed)
     dt = time.perf_counter() - t0
     save_torch({"x": x, "y": y, "sampler": args.sampler, "steps": steps, "eta": args.eta, "guidance": args.guidance},
                args.out)
@@ -230,6 +251,10 @@ def build_parser():
     s.add_argument("--restart-on-config-change", action="store_true",
                    help="a checkpoint in OUT of a different configuration is discarded instead of stopping "
                         "(the workflow's choice: a changed grid retrains)")
+    s.add_argument("--classifier", help="after training, also write OUT/quality.json (as `pydiffusion quality`) and "
+                                        "OUT/samples.pt (as `pydiffusion sample`) with this reference classifier")
+    s.add_argument("--quality-samples", type=int, default=1000, help="with --classifier: samples per quality measurement")
+    s.add_argument("--samples", type=int, default=100, help="with --classifier: samples written to OUT/samples.pt")
 
     s = command("evaluate", cmd_evaluate, "recompute a run's test metrics with its EMA weights")
     s.add_argument("--run", required=True, help="a run directory (from `pydiffusion train`)")

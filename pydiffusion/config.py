@@ -65,12 +65,16 @@ DEFAULTS = {
     "wandb_name": None,
 }
 
+# network passes (forward + backward) per training example of each training mode: the relative cost of
+# an epoch (the workflow runs the dearest jobs first and estimates the time left from it)
+TRAINING_PASSES = {"implicit": 1, "semi_implicit": 4, "consistency": 2}
+
 CHOICES = {
     "noise": ("gaussian", "convex"),
     "schedule": ("linear", "quadratic", "cosine"),
     "prediction": ("eps", "x0", "v"),
     "loss": ("mse", "kl"),
-    "training": ("implicit", "semi_implicit", "consistency"),
+    "training": tuple(TRAINING_PASSES),
     "model": ("unet", "mlp"),
     "device": ("auto", "cpu", "cuda"),
     "sampler": ("ddpm", "ddim"),

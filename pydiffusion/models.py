@@ -3,6 +3,10 @@
 x: signal [B, L]; t: int64 timestep [B]; z: direction [B] (0 forward, 1 inverse), fed as an
 extra input channel; y: int64 class label [B] with NULL_LABEL for "no class"
 (classifier-free guidance). Both models share the conditioning embedding.
+
+Inside UNet1D a feature map is [B, C, 1, L] in the channels-last memory format: oneDNN's
+convolutions and PyTorch's GroupNorm run faster on that layout than on [B, C, L] (the whole
+training step, 1.13x on one CPU thread; bench/grid.py). The parameters keep Conv1d's shapes.
 """
 import math
 
@@ -23,6 +27,13 @@ def timestep_embedding(t: torch.Tensor, dim: int, T: int) -> torch.Tensor:
     return torch.cat([torch.cos(args), torch.sin(args)], dim=1)
 
 
+class Conv(nn.Conv1d):
+    """A Conv1d applied to [B, C, 1, L] feature maps (channels-last) as a 1 x k Conv2d."""
+
+    def forward(self, h):
+        return F.conv2d(h, self.weight.unsqueeze(2), self.bias, (1, self.stride[0]), (0, self.padding[0]))
+
+
 class Conditioning(nn.Module):
     """(t, y) -> one embedding vector: sinusoidal time -> MLP, plus a learned class embedding."""
 
@@ -41,16 +52,16 @@ class ResBlock(nn.Module):
 
     def __init__(self, c_in: int, c_out: int, emb_dim: int):
         super().__init__()
-        self.norm1, self.conv1 = nn.GroupNorm(8, c_in), nn.Conv1d(c_in, c_out, 3, padding=1)
+        self.norm1, self.conv1 = nn.GroupNorm(8, c_in), Conv(c_in, c_out, 3, padding=1)
         self.film = nn.Linear(emb_dim, 2 * c_out)
-        self.norm2, self.conv2 = nn.GroupNorm(8, c_out), nn.Conv1d(c_out, c_out, 3, padding=1)
+        self.norm2, self.conv2 = nn.GroupNorm(8, c_out), Conv(c_out, c_out, 3, padding=1)
         nn.init.zeros_(self.conv2.weight)
         nn.init.zeros_(self.conv2.bias)
-        self.skip = nn.Conv1d(c_in, c_out, 1) if c_in != c_out else nn.Identity()
+        self.skip = Conv(c_in, c_out, 1) if c_in != c_out else nn.Identity()
 
     def forward(self, h, emb):
         out = self.conv1(F.silu(self.norm1(h)))
-        scale, shift = self.film(F.silu(emb))[:, :, None].chunk(2, dim=1)
+        scale, shift = self.film(F.silu(emb))[:, :, None, None].chunk(2, dim=1)
         out = self.norm2(out) * (1 + scale) + shift
         return self.skip(h) + self.conv2(F.silu(out))
 
@@ -60,13 +71,15 @@ class SelfAttention(nn.Module):
 
     def __init__(self, c: int):
         super().__init__()
-        self.norm, self.qkv, self.proj = nn.GroupNorm(8, c), nn.Conv1d(c, 3 * c, 1), nn.Conv1d(c, c, 1)
+        self.norm, self.qkv, self.proj = nn.GroupNorm(8, c), Conv(c, 3 * c, 1), Conv(c, c, 1)
         nn.init.zeros_(self.proj.weight)
         nn.init.zeros_(self.proj.bias)
 
     def forward(self, h):
-        q, k, v = self.qkv(self.norm(h)).transpose(1, 2).chunk(3, dim=2)
-        return h + self.proj(F.scaled_dot_product_attention(q, k, v).transpose(1, 2))
+        B, C, _, L = h.shape
+        q, k, v = self.qkv(self.norm(h)).reshape(B, 3 * C, L).transpose(1, 2).chunk(3, dim=2)
+        out = F.scaled_dot_product_attention(q, k, v).transpose(1, 2).reshape(B, C, 1, L)
+        return h + self.proj(out.contiguous(memory_format=torch.channels_last))
 
 
 class UNet1D(nn.Module):
@@ -77,7 +90,7 @@ class UNet1D(nn.Module):
         super().__init__()
         self.cond = Conditioning(emb_dim, T)
         widths = [channels * m for m in channel_mult]
-        self.stem = nn.Conv1d(2, widths[0], 3, padding=1)
+        self.stem = Conv(2, widths[0], 3, padding=1)
         self.down, self.downsample = nn.ModuleList(), nn.ModuleList()
         c, skips = widths[0], []
         for level, w in enumerate(widths):
@@ -88,7 +101,7 @@ class UNet1D(nn.Module):
             self.down.append(blocks)
             skips.append(c)
             last = level == len(widths) - 1
-            self.downsample.append(nn.Identity() if last else nn.Conv1d(c, c, 3, stride=2, padding=1))
+            self.downsample.append(nn.Identity() if last else Conv(c, c, 3, stride=2, padding=1))
         self.mid1 = ResBlock(c, c, emb_dim)
         self.attn = SelfAttention(c) if attention else nn.Identity()
         self.mid2 = ResBlock(c, c, emb_dim)
@@ -99,14 +112,15 @@ class UNet1D(nn.Module):
             blocks.extend(ResBlock(w, w, emb_dim) for _ in range(blocks_per_level - 1))
             self.up.append(blocks)
             c = w
-            self.upsample.append(nn.Identity() if level == 0 else nn.Conv1d(c, c, 3, padding=1))
-        self.head = nn.Sequential(nn.GroupNorm(8, c), nn.SiLU(), nn.Conv1d(c, 1, 3, padding=1))
+            self.upsample.append(nn.Identity() if level == 0 else Conv(c, c, 3, padding=1))
+        self.head = nn.Sequential(nn.GroupNorm(8, c), nn.SiLU(), Conv(c, 1, 3, padding=1))
         nn.init.zeros_(self.head[-1].weight)
         nn.init.zeros_(self.head[-1].bias)
 
     def forward(self, x, t, z, y):
         emb = self.cond(t, y)
-        h = self.stem(torch.stack([x, z.to(x.dtype)[:, None].expand_as(x)], dim=1))
+        h = torch.stack([x, z.to(x.dtype)[:, None].expand_as(x)], dim=1)[:, :, None]
+        h = self.stem(h.contiguous(memory_format=torch.channels_last))
         skips = []
         for blocks, down in zip(self.down, self.downsample):
             for block in blocks:
@@ -117,12 +131,12 @@ class UNet1D(nn.Module):
         for blocks, up in zip(self.up, self.upsample):
             skip = skips.pop()
             if h.shape[-1] != skip.shape[-1]:
-                h = F.interpolate(h, size=skip.shape[-1], mode="nearest")
+                h = F.interpolate(h, size=(1, skip.shape[-1]), mode="nearest")
             h = torch.cat([h, skip], dim=1)
             for block in blocks:
                 h = block(h, emb)
             h = up(h)
-        return self.head(h)[:, 0]
+        return self.head(h)[:, 0, 0]
 
 
 class ResMLP(nn.Module):

@@ -9,6 +9,7 @@ import math
 import torch
 
 from . import ops
+from .data import NUM_CLASSES
 from .models import NULL_LABEL
 from .paths import NoisePath
 
@@ -107,3 +108,18 @@ def sample_dpmpp_2m(f, x, path: NoisePath, steps=None, prediction: str = "eps", 
             x0_prev, h_prev = x0, h
         xs.append(x)
     return (x, xs) if trajectory else x
+
+
+@torch.no_grad()
+def draw_class_samples(model, path: NoisePath, cfg: dict, n: int, sampler: str = "ddim", steps=None, eta: float = 0.0,
+                       guidance: float = 1.0, seed: int = 0):
+    """n samples of a run's model, labels 0..9 in turn (all the null label when guidance is 0), x_T and the
+    sampler's noise from one generator seeded with `seed`; `sampler` ddim (respaced, `steps`, default the
+    run's sample_steps) or ddpm (all T steps). Returns (x [n, L], y [n])."""
+    gen = torch.Generator().manual_seed(seed)
+    y = torch.arange(n) % NUM_CLASSES if guidance != 0 else torch.full((n,), NULL_LABEL)
+    x_T = torch.randn((n, 40), generator=gen)
+    f = guided(model, y, guidance)
+    if sampler == "ddpm":
+        return sample_ddpm(f, x_T, path, cfg["prediction"], cfg["clip"], gen), y
+    return sample_ddim(f, x_T, path, steps or cfg["sample_steps"], eta, cfg["prediction"], cfg["clip"], gen), y

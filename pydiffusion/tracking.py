@@ -1,6 +1,7 @@
 """Weights & Biases tracking: one W&B run per training run holds its config, per-epoch losses and
-test metrics, and then, added by `pydiffusion quality` and `pydiffusion sample`, its sample quality,
-a figure of its samples and a GIF of one reverse trajectory.
+test metrics, and then, added by `pydiffusion quality` and `pydiffusion sample` (or by `pydiffusion
+train --classifier` in the same process), its sample quality, a figure of its samples and a GIF of one
+reverse trajectory.
 
 Online only when asked for and wandb will find an API key: WANDB_API_KEY, or the netrc entry that
 `wandb login` writes. Here we only check that a key is there. wandb reads the key itself, and it
@@ -102,6 +103,20 @@ class Tracker:
         if self.run is not None:
             self.run.summary.update({k: v for k, v in values.items() if k not in self.cfg})
 
+    def log_samples(self, x, y, model, path):
+        """A figure of the samples x [N, 40] with labels y and a GIF of one reverse trajectory, at the
+        final epoch."""
+        if self.run is None:
+            return
+        import wandb
+
+        cfg = self.cfg
+        media = {"samples": wandb.Image(samples_figure(x, y), caption="samples per class"),
+                 "trajectory": wandb.Video(trajectory_gif(model, path, cfg, int(y[0])), format="gif",
+                                           caption=f"one DDIM sample, {cfg['sample_steps']} steps, x_T to x_0")}
+        # W&B's steps only go up: offline, an init starts counting at 0 again
+        self.run.log({**media, "epoch": cfg["epochs"]}, step=max(self.run.step, cfg["epochs"] + 1))
+
     def finish(self):
         if self.run is not None:
             self.run.finish()
@@ -139,14 +154,8 @@ def log_samples(cfg: dict, run_dir, x, y, model, path):
     tracker = _resume(cfg, run_dir)
     if tracker is None:
         return
-    import wandb
-
     try:
-        media = {"samples": wandb.Image(samples_figure(x, y), caption="samples per class"),
-                 "trajectory": wandb.Video(trajectory_gif(model, path, cfg, int(y[0])), format="gif",
-                                           caption=f"one DDIM sample, {cfg['sample_steps']} steps, x_T to x_0")}
-        # W&B's steps only go up: offline, an init starts counting at 0 again
-        tracker.run.log({**media, "epoch": cfg["epochs"]}, step=max(tracker.run.step, cfg["epochs"] + 1))
+        tracker.log_samples(x, y, model, path)
     finally:
         tracker.finish()
 

@@ -193,12 +193,15 @@ class _Progress:
             self.bar.close()
 
 
-def train(cfg: dict, out_dir, log=print, wait: bool = False, restart_on_config_change: bool = False) -> dict:
+def train(cfg: dict, out_dir, log=print, wait: bool = False, restart_on_config_change: bool = False,
+          evaluate=None) -> dict:
     """Train one configuration into out_dir (resuming if it holds a checkpoint); returns the metrics.
 
     Every check runs before anything is written. `wait`: if another process trains into out_dir,
     wait for it (then resume from its checkpoint) instead of failing. `restart_on_config_change`:
-    a checkpoint of a different configuration is discarded instead of stopping the run."""
+    a checkpoint of a different configuration is discarded instead of stopping the run.
+    `evaluate(ema_model, path, cfg, (x, y, x_test, y_test), tracker)`: more evaluation of the final
+    model after metrics.json, with the run's W&B run still open (the workflow's sample quality)."""
     cfg = validate(cfg)
     out_dir = Path(out_dir)
     _check_out_dir(out_dir)
@@ -210,10 +213,10 @@ def train(cfg: dict, out_dir, log=print, wait: bool = False, restart_on_config_c
         stale = remove_stale_temporaries(out_dir)
         if stale:
             log(f"removed {len(stale)} temporary file(s) of an interrupted write in {out_dir}")
-        return _train_locked(cfg, out_dir, device, (x, y, x_test, y_test), log, restart_on_config_change)
+        return _train_locked(cfg, out_dir, device, (x, y, x_test, y_test), log, restart_on_config_change, evaluate)
 
 
-def _train_locked(cfg, out_dir, device, data, log, restart_on_config_change) -> dict:
+def _train_locked(cfg, out_dir, device, data, log, restart_on_config_change, evaluate) -> dict:
     x, y, x_test, y_test = data
     path = NoisePath(cfg["noise"], cfg["T"], cfg["schedule"])
     trainer = build_trainer(cfg, path)
@@ -296,6 +299,8 @@ def _train_locked(cfg, out_dir, device, data, log, restart_on_config_change) -> 
         result = evaluate_run(ema, path, cfg, history, x_test, y_test, n_params)
         save_json(result, out_dir / "metrics.json")
         tracker.summary(result)
+        if evaluate is not None:
+            evaluate(ema.cpu().eval(), path, cfg, data, tracker)  # on the CPU, as `load_run` gives it
     finally:
         progress.close()
         tracker.finish()

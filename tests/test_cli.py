@@ -78,3 +78,39 @@ def test_version_and_help_cover_every_command_and_option():
             if action.default not in (None, [], argparse.SUPPRESS) and action.nargs != 0:
                 assert "default" in action.help or f"(default: {action.default})" in " ".join(text.split()), \
                     f"pydiffusion {name} {action.option_strings}: default not shown"
+
+
+def test_train_with_a_classifier_also_writes_what_quality_and_sample_write(tmp_path, tiny_cfg):
+    # the workflow's one process per job must give the numbers of the separate commands
+    from pydiffusion.data import load_mnist1d
+    from pydiffusion.quality import save_classifier, train_classifier
+
+    x, y, x_test, y_test = load_mnist1d()
+    classifier, acc = train_classifier(x[:500], y[:500], x_test, y_test, epochs=1, log=lambda s: None)
+    save_classifier(classifier, acc, tmp_path / "c.pt")
+    cfg_file = tmp_path / "tiny.yaml"
+    cfg_file.write_text(yaml.safe_dump({**tiny_cfg, "epochs": 1, "wandb_mode": "offline"}))
+    out = tmp_path / "run"
+    r = run("train", "--config", str(cfg_file), "--out", str(out), "--classifier", str(tmp_path / "c.pt"),
+            "--quality-samples", "100", "--samples", "30", env={**__import__("os").environ, "WANDB_API_KEY": ""})
+    assert r.returncode == 0, r.stderr
+    assert len(list((out / "wandb").glob("offline-run-*"))) == 1, "quality and samples go into the training's W&B run"
+    quality = json.loads((out / "quality.json").read_text())
+    assert 0 <= quality["sample_acc_guided"] <= 1 and quality["fd_1d"] > 0
+    samples = torch.load(out / "samples.pt", weights_only=True)
+
+    r = run("quality", "--run", str(out), "--classifier", str(tmp_path / "c.pt"), "--n", "100",
+            "--out", str(tmp_path / "q.json"))
+    assert r.returncode == 0, r.stderr
+    assert json.loads((tmp_path / "q.json").read_text()) == quality
+    r = run("sample", "--run", str(out), "--n", "30", "--out", str(tmp_path / "s.pt"))
+    assert r.returncode == 0, r.stderr
+    separate = torch.load(tmp_path / "s.pt", weights_only=True)
+    assert torch.equal(separate["x"], samples["x"]) and torch.equal(separate["y"], samples["y"])
+
+
+def test_train_refuses_a_bad_classifier_before_training(tmp_path, tiny_cfg):
+    (tmp_path / "c.pt").write_bytes(b"not a classifier")
+    r = run("train", "--out", str(tmp_path / "run"), "--classifier", str(tmp_path / "c.pt"), "--set", "epochs=1")
+    assert r.returncode == 2 and len(r.stderr.strip().splitlines()) == 1 and "c.pt" in r.stderr, r.stderr
+    assert not (tmp_path / "run").exists()

@@ -9,7 +9,13 @@ import jsonschema
 import yaml
 from snakemake.settings.types import DeploymentMethod
 
-from pydiffusion.config import DEFAULTS, ConfigError, validate as validate_train
+from pydiffusion.config import (
+    DEFAULTS,
+    TRAINING_PASSES,
+    ConfigError,
+    validate as validate_train,
+)
+from pydiffusion.progress import GridProgress
 
 # ---- the config, checked once before any job: a bad value is one line naming where it came from ----
 
@@ -114,6 +120,8 @@ CONFIGS = [
     )
 ]
 RUNS = [f"{R}/runs/{c}/seed{s}" for c in CONFIGS for s in SEEDS]
+# the relative cost of an epoch of each run: the grid's progress and time left count training work
+EPOCH_COST = {run: TRAINING_PASSES[run.split("/")[-2].split("-")[-1]] for run in RUNS}
 GRID_ID = hashlib.sha256(
     json.dumps(config, sort_keys=True, default=str).encode()
 ).hexdigest()[:8]

@@ -1,0 +1,66 @@
+"""Progress of a running grid: jobs done of all, and an estimate of the time left.
+
+Snakemake prints "N of M steps done"; a grid's time is almost all training, so this counts the
+training work done instead: the epochs in each run's history.json, weighted by the network passes
+per example of its training mode (a semi-implicit epoch costs four implicit ones). The time left is
+the work left at the rate the work was done since the grid started, so it adapts to however many
+jobs run at once, here or on a cluster. Epochs done before the start (a resumed grid) count as done
+but not towards the rate.
+"""
+import json
+import threading
+import time
+from pathlib import Path
+
+DONE_FILE = "samples.pt"  # the last output a grid job writes
+
+
+def epochs_done(run_dir: Path) -> int:
+    """Epochs in a run's history.json; 0 where there is none yet (or it is being replaced)."""
+    try:
+        return len(json.loads((Path(run_dir) / "history.json").read_text()))
+    except (OSError, ValueError):
+        return 0
+
+
+def format_duration(seconds: float) -> str:
+    seconds = round(seconds)
+    if seconds < 60:
+        return f"{seconds} s"
+    minutes, seconds = divmod(seconds, 60)
+    return f"{minutes} min {seconds:02d} s" if minutes < 60 else f"{minutes // 60} h {minutes % 60:02d} min"
+
+
+class GridProgress:
+    """`runs`: {run directory: cost of one epoch}, every run trained for `epochs` epochs."""
+
+    def __init__(self, runs: dict, epochs: int, clock=time.monotonic):
+        self.runs, self.epochs, self.clock = {Path(r): c for r, c in runs.items()}, epochs, clock
+        self.total = epochs * sum(self.runs.values())
+        self.start_time, self.start_work = clock(), self.work_done()
+
+    def work_done(self) -> float:
+        return sum(cost * min(epochs_done(run), self.epochs) for run, cost in self.runs.items())
+
+    def jobs_done(self) -> int:
+        return sum((run / DONE_FILE).exists() for run in self.runs)
+
+    def line(self) -> str:
+        """'7/24 grid jobs done, 41% of the training; about 5 min 10 s left (3 min 02 s so far)'"""
+        work, elapsed = self.work_done(), self.clock() - self.start_time
+        text = f"{self.jobs_done()}/{len(self.runs)} grid jobs done, {100 * work / self.total:.0f}% of the training"
+        if work > self.start_work and work < self.total:
+            left = (self.total - work) * elapsed / (work - self.start_work)
+            text += f"; about {format_duration(left)} left"
+        return f"{text} ({format_duration(elapsed)} so far)"
+
+    def report_every(self, seconds: float, log) -> threading.Event:
+        """Log `line()` every `seconds` in a daemon thread until the returned event is set."""
+        stop = threading.Event()
+
+        def loop():
+            while not stop.wait(seconds):
+                log(self.line())
+
+        threading.Thread(target=loop, name="grid-progress", daemon=True).start()
+        return stop
