@@ -113,15 +113,19 @@ SEEDS = (
     if isinstance(config["seeds"], int)
     else config["seeds"]
 )
-CONFIGS = [
-    f"{l}-{n}-{t}"
-    for l, n, t in itertools.product(
+GRID = list(
+    itertools.product(
         config["grid"]["loss"], config["grid"]["noise"], config["grid"]["training"]
     )
-]
+)
+CONFIGS = [f"{l}-{n}-{t}" for l, n, t in GRID]
 RUNS = [f"{R}/runs/{c}/seed{s}" for c in CONFIGS for s in SEEDS]
 # the relative cost of an epoch of each run: the grid's progress and time left count training work
-EPOCH_COST = {run: TRAINING_PASSES[run.split("/")[-2].split("-")[-1]] for run in RUNS}
+EPOCH_COST = {
+    f"{R}/runs/{l}-{n}-{t}/seed{s}": TRAINING_PASSES[t]
+    for l, n, t in GRID
+    for s in SEEDS
+}
 GRID_ID = hashlib.sha256(
     json.dumps(config, sort_keys=True, default=str).encode()
 ).hexdigest()[:8]
