@@ -57,15 +57,19 @@ def fresh_grid(ref, tmp, config):
 
 
 def rule_split(results):
-    """{rule: {"jobs", "total_s", "max_s"}} from Snakemake's benchmark files."""
+    """{rule: {"jobs", "total_s", "max_s", "cpu_s"}} from Snakemake's benchmark files: wall seconds of the
+    rule's jobs in all and of the longest, and their CPU seconds (which other load on the machine hardly
+    changes, unlike wall time)."""
     split = {}
     for tsv in sorted((results / "benchmarks").rglob("*.tsv")):
         rule = tsv.parent.name if tsv.parent != results / "benchmarks" else tsv.stem
-        seconds = float(next(csv.DictReader(tsv.open(), delimiter="\t"))["s"])
-        row = split.setdefault(rule, {"jobs": 0, "total_s": 0.0, "max_s": 0.0})
-        row["jobs"] += 1
-        row["total_s"] += seconds
-        row["max_s"] = max(row["max_s"], seconds)
+        row = next(csv.DictReader(tsv.open(), delimiter="\t"))
+        seconds = float(row["s"])
+        out = split.setdefault(rule, {"jobs": 0, "total_s": 0.0, "max_s": 0.0, "cpu_s": 0.0})
+        out["jobs"] += 1
+        out["total_s"] += seconds
+        out["max_s"] = max(out["max_s"], seconds)
+        out["cpu_s"] += float(row["cpu_time"])
     return split
 
 
@@ -184,16 +188,19 @@ def main():
     print(f"this ({head}): set-up {this['setup_s']:.0f} s + grid {this['grid_s']:.0f} s = {this['wall_s']:.0f} s")
     for name, run in [("this", this)] + ([("baseline", out["baseline"])] if "baseline" in out else []):
         for rule, r in run["rules"].items():
-            print(f"  {name:8s} {rule:12s} {r['jobs']:3d} jobs  {r['total_s']:7.1f} s in all, longest {r['max_s']:6.1f} s")
+            print(f"  {name:8s} {rule:12s} {r['jobs']:3d} jobs  {r['total_s']:7.1f} s in all, longest {r['max_s']:6.1f} s, "
+                  f"{r['cpu_s']:7.1f} CPU s")
         for training, t in run["training"].items():
             print(f"  {name:8s} {training:14s} {t['examples_per_s']:6.0f} ex/s  {t['gflop_per_s']:5.1f} GFLOP/s "
                   f"({100 * t['share_of_matmul_peak']:.0f}% of the matmul)")
     if "baseline" in out:
         base = out["baseline"]
         out["speedup_grid"] = base["grid_s"] / this["grid_s"]
+        out["speedup_cpu"] = (sum(r["cpu_s"] for r in base["rules"].values())
+                              / sum(r["cpu_s"] for r in this["rules"].values()))
         out["verdict_disagreements_with_baseline"] = disagreements(this["verdict"], base["verdict"])
-        print(f"speed-up of the grid against the baseline: x{out['speedup_grid']:.2f} "
-              f"({base['grid_s']:.0f} s -> {this['grid_s']:.0f} s)")
+        print(f"speed-up of the grid against the baseline: x{out['speedup_grid']:.2f} in wall time "
+              f"({base['grid_s']:.0f} s -> {this['grid_s']:.0f} s), x{out['speedup_cpu']:.2f} in the jobs' CPU time")
         print(f"verdict cells that differ from the baseline's: {out['verdict_disagreements_with_baseline'] or 'none'}")
     if FINDINGS.exists():
         committed = verdict_of_report(FINDINGS)
