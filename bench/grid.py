@@ -2,6 +2,7 @@
 
     python bench/grid.py [--baseline REF] [--config KEY=VALUE ...] [--baseline-config KEY=VALUE ...]
     python bench/grid.py --baseline-results DIR --baseline-wall SECONDS   (a baseline grid run earlier)
+    python bench/grid.py --keep DIR        (and keep the grid's results: report.md, figures, summary, logs)
 
 Clones this repository's HEAD (and REF) into a temporary folder and there, as a new user would, times
 `make .venv/.installed` (the set-up of `make run`) and then the grid (`snakemake --profile profiles/local`,
@@ -21,6 +22,7 @@ import json
 import os
 import platform
 import re
+import shutil
 import statistics
 import subprocess
 import sys
@@ -163,6 +165,7 @@ def main():
     p.add_argument("--baseline-results", type=Path, help="the results folder of a baseline grid run earlier")
     p.add_argument("--baseline-wall", type=float, help="with --baseline-results: its grid's wall seconds")
     p.add_argument("--baseline-note", default="", help="how the baseline was run (recorded in the JSON)")
+    p.add_argument("--keep", type=Path, help="copy this grid's results folder (report, figures, runs) here")
     args = p.parse_args()
     torch.set_num_threads(1)
     peak = matmul_gflops()
@@ -174,6 +177,8 @@ def main():
         tmp = Path(tmp)
         _, results, setup_s, grid_s = fresh_grid("HEAD", tmp, args.config)
         out["this"] = {"ref": head, "config": args.config, **measure(results, setup_s, grid_s, flops, peak)}
+        if args.keep:
+            shutil.copytree(results, args.keep, ignore=shutil.ignore_patterns("wandb", "*.pt"))
         (ROOT / "bench" / "results").mkdir(exist_ok=True)
         if args.baseline:
             _, base_results, base_setup, base_grid = fresh_grid(args.baseline, tmp, args.baseline_config)
