@@ -2,7 +2,7 @@
 
 `guided(model, y, guidance)` turns the network into such a denoiser (classifier-free guidance).
 Every reverse step goes through `ops.posterior_step`: DDPM is all T steps with eta = 1, DDIM a
-respaced subsequence with any eta. The z = 1 (inverse) direction and both roundtrips are here too.
+respaced subsequence with any eta.
 """
 import math
 
@@ -59,30 +59,6 @@ def sample_ddpm(f, x, path: NoisePath, prediction: str = "eps", clip: float = 5.
                 trajectory: bool = False):
     """DDPM ancestral sampling: every step t -> t-1 with the fixed small variance (eta = 1)."""
     return sample_ddim(f, x, path, path.T, 1.0, prediction, clip, generator, trajectory)
-
-
-@torch.no_grad()
-def to_prime(model, x0, y, t: int = 1):
-    """The z = 1 map: the network's prime inverse P_y(x0), read directly from its output."""
-    return model(x0, torch.full_like(y, t), torch.ones_like(y), y)
-
-
-@torch.no_grad()
-def denoise(model, path: NoisePath, x_t, t: int, y, prediction: str = "eps", clip: float = 5.0):
-    """x0_hat from one z = 0 pass at timestep t."""
-    tt = torch.full_like(y, t)
-    x0 = path.x0_from_output(model(x_t, tt, torch.zeros_like(y), y), x_t, tt, prediction)
-    return x0.clamp(-clip, clip) if clip > 0 else x0
-
-
-def roundtrip_forward_inverse(model, path, x_t, t: int, y, prediction="eps", clip=5.0):
-    """x_t -> x0_hat (z = 0) -> prime inverse (z = 1): should approach P_y(x0)."""
-    return to_prime(model, denoise(model, path, x_t, t, y, prediction, clip), y, t)
-
-
-def roundtrip_inverse_forward(model, path, x0, t: int, y, prediction="eps", clip=5.0):
-    """x0 -> p_hat (z = 1) -> denoise p_hat as if it were x_t (z = 0): should approach x0."""
-    return denoise(model, path, to_prime(model, x0, y, t), t, y, prediction, clip)
 
 
 @torch.no_grad()
