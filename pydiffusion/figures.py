@@ -13,7 +13,7 @@ import torch  # noqa: E402
 from . import ops  # noqa: E402
 from .data import NUM_CLASSES  # noqa: E402
 from .io import save_figure  # noqa: E402
-from .sampling import guided, sample_ddim  # noqa: E402
+from .sampling import draw_class_samples, timesteps_for  # noqa: E402
 
 
 def per_class_grid(samples, y, x_train, y_train, path, per_class=8):
@@ -28,13 +28,9 @@ def per_class_grid(samples, y, x_train, y_train, path, per_class=8):
     plt.close(fig)
 
 
-@torch.no_grad()
 def reverse_trajectory(model, noise_path, cfg, digit=3, seed=0):
     """[x_T, ..., x_0] of one class-conditional DDIM sample with every step."""
-    y = torch.tensor([digit])
-    x_T = torch.randn((1, 40), generator=torch.Generator().manual_seed(seed))
-    _, xs = sample_ddim(guided(model, y), x_T, noise_path, noise_path.T, prediction=cfg["prediction"], clip=cfg["clip"],
-                        trajectory=True)
+    _, _, xs = draw_class_samples(model, noise_path, cfg, 1, steps=noise_path.T, seed=seed, label=digit, trajectory=True)
     return [x[0] for x in xs]
 
 
@@ -48,7 +44,8 @@ def trajectory_png(traj, path):
     plt.close(fig)
 
 
-def trajectory_gif(traj, path, fps=6):
+def trajectory_gif(traj, timesteps, path, fps=6):
+    """An animated GIF of one trajectory [x_T, ..., x_0], frame i titled with timesteps[i]."""
     from matplotlib.animation import FuncAnimation, PillowWriter
 
     fig, ax = plt.subplots(figsize=(6, 3))
@@ -56,11 +53,10 @@ def trajectory_gif(traj, path, fps=6):
     (line,) = ax.plot(traj[0].numpy())
     ax.set_ylim(-lim, lim)
     title = ax.set_title("")
-    T = len(traj) - 1
 
     def frame(i):
         line.set_ydata(traj[i].numpy())
-        title.set_text(f"t = {T - i}")
+        title.set_text(f"t = {timesteps[i]}")
         return line, title
 
     anim = FuncAnimation(fig, frame, frames=len(traj), blit=False)
@@ -109,15 +105,11 @@ def samplers_plot(rows, path):
 def all_for_run(model, noise_path, cfg, data, samples_rows, fig_dir, n_per_class=8, seed=0):
     """Every figure of this module for one model, into fig_dir."""
     x, y, x_test, y_test = data
-    labels = torch.arange(NUM_CLASSES * n_per_class) % NUM_CLASSES
-    x_T = torch.randn((len(labels), 40), generator=torch.Generator().manual_seed(seed))
-    with torch.no_grad():
-        samples = sample_ddim(guided(model, labels), x_T, noise_path, cfg["sample_steps"], prediction=cfg["prediction"],
-                              clip=cfg["clip"])
+    samples, labels = draw_class_samples(model, noise_path, cfg, NUM_CLASSES * n_per_class, seed=seed)
     per_class_grid(samples, labels, x, y, fig_dir / "best_per_class.png", n_per_class)
     digit = 3
     traj = reverse_trajectory(model, noise_path, cfg, digit, seed)
     trajectory_png(traj, fig_dir / "trajectory.png")
-    trajectory_gif(traj, fig_dir / "trajectory.gif")
+    trajectory_gif(traj, timesteps_for(noise_path.T, noise_path.T), fig_dir / "trajectory.gif")
     forward_reverse(x_test[y_test == digit][0], traj, noise_path, fig_dir / "forward_reverse.png")
     samplers_plot(samples_rows, fig_dir / "samplers.png")
