@@ -1,6 +1,6 @@
 """Figures of one trained model (the usual set of an image DDPM): samples per class, the reverse trajectory as a
-figure and an animated GIF, forward noising beside the reverse process, FD-1D against sampler steps.
-All written atomically."""
+figure and an animated GIF, forward noising beside the reverse process, FD-1D against sampler steps; and for
+the command line, a grid of samples. All written atomically."""
 import os
 from pathlib import Path
 
@@ -24,6 +24,28 @@ def per_class_grid(samples, y, x_train, y_train, path, per_class=8):
         ax.plot(x_train[y_train == digit].mean(0).numpy(), color="black", lw=2)
         ax.set_title(f"digit {digit}")
         ax.set_xticks([])
+    save_figure(fig, path)
+    plt.close(fig)
+
+
+def samples_grid(x, y, path, per_class=16):
+    """One row per label of y (the null label: "unconditional"), each of its first `per_class` samples in its
+    own small panel, all on one y scale."""
+    labels = sorted(set(y.tolist()))
+    rows = [x[y == label][:per_class] for label in labels]
+    columns = max(len(row) for row in rows)
+    fig, axes = plt.subplots(len(rows), columns, figsize=(1.0 * columns + 0.6, 0.7 * len(rows)), sharex=True,
+                             sharey=True, squeeze=False)
+    for ax_row, label, row in zip(axes, labels, rows):
+        ax_row[0].set_ylabel(f"{label}" if label < NUM_CLASSES else "uncond.", rotation=0, ha="right", va="center")
+        for ax, sample in zip(ax_row, row):
+            ax.plot(sample.numpy(), lw=0.8)
+        for ax in ax_row[len(row):]:
+            ax.set_axis_off()
+    for ax in axes.flat:
+        ax.set_xticks([])
+        ax.set_yticks([])
+    fig.subplots_adjust(wspace=0.05, hspace=0.08)
     save_figure(fig, path)
     plt.close(fig)
 

@@ -284,7 +284,7 @@ CASES = {
     "evaluate-out-not-json": (["evaluate", "--run", "{trained}", "--out", "{tmp}/m.txt"], "must end in .json"),
     # sample
     "sample-out-directory": (["sample", "--run", "{trained}", "--out", "{tmp}"], "is a directory"),
-    "sample-out-png": (["sample", "--run", "{trained}", "--out", "{tmp}/s.png"], "must end in .pt"),
+    "sample-out-txt": (["sample", "--run", "{trained}", "--out", "{tmp}/s.txt"], "must end in .pt or .npy or .png"),
     "sample-out-under-file": (["sample", "--run", "{trained}", "--out", "{tmp}/afile/s.pt"], "is under"),
     "sample-steps-zero": (["sample", "--run", "{trained}", "--steps", "0", "--out", "{tmp}/s.pt"], "--steps is 0"),
     "sample-steps-above-T": (["sample", "--run", "{trained}", "--steps", "50", "--out", "{tmp}/s.pt"], "--steps is 50"),
@@ -297,6 +297,14 @@ CASES = {
     "sample-n-text": (["sample", "--run", "{trained}", "--n", "many", "--out", "{tmp}/s.pt"], "invalid int value: 'many'"),
     "sample-seed-negative": (["sample", "--run", "{trained}", "--seed", "-1", "--out", "{tmp}/s.pt"], "--seed is -1"),
     "sample-unknown-sampler": (["sample", "--run", "{trained}", "--sampler", "euler", "--out", "{tmp}/s.pt"], "invalid choice: 'euler'"),
+    "sample-class-too-big": (["sample", "--run", "{trained}", "--class", "10", "--out", "{tmp}/s.pt"], "--class is 10"),
+    "sample-class-negative": (["sample", "--run", "{trained}", "--class", "-1", "--out", "{tmp}/s.pt"], "--class is -1"),
+    "sample-class-unconditional": (["sample", "--run", "{trained}", "--class", "3", "--guidance", "0", "--out",
+                                    "{tmp}/s.pt"], "--class 3 needs guidance > 0"),
+    "sample-trajectory-not-gif": (["sample", "--run", "{trained}", "--trajectory", "{tmp}/t.png", "--out", "{tmp}/s.pt"],
+                                  "--trajectory {tmp}/t.png must end in .gif"),
+    "sample-trajectory-directory": (["sample", "--run", "{trained}", "--trajectory", "{tmp}", "--out", "{tmp}/s.pt"],
+                                    "--trajectory {tmp} is a directory"),
     "sample-missing-run": (["sample", "--run", "{tmp}/nothing", "--out", "{tmp}/s.pt"], "train first"),
     "sample-without-run": (["sample", "--out", "{tmp}/s.pt"], "the following arguments are required: --run"),
     # quality and classifier
