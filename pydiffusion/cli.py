@@ -1,4 +1,4 @@
-"""pydiffusion command line: data, train, evaluate, sample, classifier, quality, doctor.
+"""pydiffusion command line: data, train, evaluate, sample, plot, classifier, quality, doctor.
 
 Bad input (a config error, a missing or broken file, a busy run directory) is one line on
 stderr and exit status 2, before any work starts; so is a training run that cannot go on.
@@ -83,6 +83,20 @@ def cmd_evaluate(args):
     metrics = evaluate_run(model, path, cfg, history, x_test, y_test, count_parameters(model))
     save_json(metrics, out)
     print(f"test_mse={metrics['test_mse']:.4f} test_kl={metrics['test_kl']:.4f}; wrote {out}")
+
+
+def cmd_plot(args):
+    from .figures import loss_curves
+    from .io import UnreadableFileError, load_json
+
+    out = check_out_file(args.out, (".png",))
+    file = Path(args.run) / "history.json"
+    fix = f"train first with `pydiffusion train --out {args.run}`"
+    history = load_json(file, "history", fix)
+    if not isinstance(history, list) or not history:
+        raise UnreadableFileError(f"history {file} holds no epochs; {fix}")
+    loss_curves(history, out, f"{args.run}: training loss per epoch")
+    print(f"{len(history)} epochs of {file}; wrote {out}")
 
 
 def cmd_classifier(args):
@@ -225,6 +239,10 @@ def build_parser():
 
     s = command("sample", sample_command.cmd_sample, "draw class-conditional samples from a trained run")
     sample_command.add_arguments(s)
+
+    s = command("plot", cmd_plot, "plot a run's loss curves: the total and every component per epoch, log scale")
+    s.add_argument("--run", required=True, help="a run directory (from `pydiffusion train`)")
+    s.add_argument("--out", required=True, help="a .png file")
 
     s = command("classifier", cmd_classifier, "train the reference MNIST-1D classifier (for FD-1D and sample accuracy)")
     s.add_argument("--out", required=True, help="a .pt file")

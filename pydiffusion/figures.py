@@ -1,6 +1,6 @@
 """Figures of one trained model (the usual set of an image DDPM): samples per class, the reverse trajectory as a
 figure and an animated GIF, forward noising beside the reverse process, FD-1D against sampler steps; and for
-the command line, a grid of samples. All written atomically."""
+the command line, a grid of samples and a run's loss curves. All written atomically."""
 import os
 from pathlib import Path
 
@@ -9,6 +9,7 @@ import matplotlib
 matplotlib.use("Agg")
 import matplotlib.pyplot as plt  # noqa: E402
 import torch  # noqa: E402
+from matplotlib.ticker import FuncFormatter, MaxNLocator  # noqa: E402
 
 from . import ops  # noqa: E402
 from .data import NUM_CLASSES  # noqa: E402
@@ -46,6 +47,34 @@ def samples_grid(x, y, path, per_class=16):
         ax.set_xticks([])
         ax.set_yticks([])
     fig.subplots_adjust(wspace=0.05, hspace=0.08)
+    save_figure(fig, path)
+    plt.close(fig)
+
+
+def loss_curves(history, path, title):
+    """The total training loss and each of its components per epoch (a run's history.json), log scale."""
+    epochs = [h["epoch"] for h in history]
+    components = [k for k in history[0] if k not in ("epoch", "loss", "lr", "time_s")]
+    marker = "o" if len(epochs) <= 30 else None  # few epochs: show each one
+    fig, ax = plt.subplots(figsize=(7, 4.5))
+    ax.plot(epochs, [h["loss"] for h in history], color="black", lw=2.5, marker=marker, label="total (weighted)")
+    for k in components:
+        ax.plot(epochs, [h[k] for h in history], lw=1.2, marker=marker, markersize=3, label=k)
+    ax.set_yscale("log")
+    plain = FuncFormatter(lambda v, _: f"{v:g}")  # 0.3, not 3 x 10^-1
+    ax.yaxis.set_major_formatter(plain)
+    low, high = ax.get_ylim()
+    if high / low < 30:  # the powers of ten alone would leave one or two labels: label every tick
+        ax.yaxis.set_minor_formatter(plain)
+    if len(epochs) <= 15:
+        ax.set_xticks(epochs)
+    else:
+        ax.xaxis.set_major_locator(MaxNLocator(integer=True))
+    ax.set_xlabel("epoch")
+    ax.set_ylabel("training loss (log scale)")
+    ax.set_title(title, fontsize=10)
+    ax.grid(which="both", alpha=0.3)
+    ax.legend()
     save_figure(fig, path)
     plt.close(fig)
 

@@ -1,4 +1,4 @@
-"""The CLI end to end on a tiny config: train, evaluate, sample, data, doctor."""
+"""The CLI end to end on a tiny config: train, evaluate, sample, plot, data, doctor."""
 import json
 import subprocess
 import sys
@@ -188,3 +188,9 @@ def test_sample_one_class_with_every_sampler(sampled_run, tmp_path, main, sample
     assert (s["steps"], s["eta"]) == {"ddim": (4, 0.5), "ddpm": (20, 1.0), "dpmpp_2m": (4, 0.0)}[sampler], \
         "the settings the sampler really used"
 
+
+def test_plot_writes_the_loss_curves(sampled_run, tmp_path, main):
+    out = main("plot", "--run", sampled_run, "--out", tmp_path / "loss.png")
+    assert "2 epochs" in out
+    png = (tmp_path / "loss.png").read_bytes()
+    assert png[:8] == PNG and len(png) > 10_000

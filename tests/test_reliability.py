@@ -307,6 +307,11 @@ CASES = {
                                     "--trajectory {tmp} is a directory"),
     "sample-missing-run": (["sample", "--run", "{tmp}/nothing", "--out", "{tmp}/s.pt"], "train first"),
     "sample-without-run": (["sample", "--out", "{tmp}/s.pt"], "the following arguments are required: --run"),
+    # plot
+    "plot-missing-run": (["plot", "--run", "{tmp}/nothing", "--out", "{tmp}/l.png"], "history.json does not exist"),
+    "plot-out-not-png": (["plot", "--run", "{trained}", "--out", "{tmp}/l.pdf"], "must end in .png"),
+    "plot-empty-history": (["plot", "--run", "{tmp}/nohistory", "--out", "{tmp}/l.png"], "holds no epochs"),
+    "plot-broken-history": (["plot", "--run", "{tmp}/brokenhistory", "--out", "{tmp}/l.png"], "is not valid JSON"),
     # quality and classifier
     "quality-missing-classifier": (["quality", "--run", "{trained}", "--classifier", "{tmp}/none.pt", "--out", "{tmp}/q.json"],
                                    "classifier {tmp}/none.pt does not exist"),
@@ -345,6 +350,9 @@ def bad_inputs(tmp_path, trained):
     (tmp_path / "foreign").mkdir()
     torch.save({"weights": torch.zeros(3)}, tmp_path / "foreign" / "model.pt")
     (tmp_path / "busy").mkdir()
+    for name, content in (("nohistory", "[]\n"), ("brokenhistory", "[{\"epoch\": 1,\n")):
+        (tmp_path / name).mkdir()
+        (tmp_path / name / "history.json").write_text(content)
     return tmp_path
 
 
