@@ -1,4 +1,4 @@
-"""pydiffusion command line: data, train, evaluate, sample, classifier, quality, doctor.
+"""pydiffusion command line: data, train, evaluate, sample, plot, classifier, quality, doctor.
 
 Bad input (a config error, a missing or broken file, a busy run directory) is one line on
 stderr and exit status 2, before any work starts; so is a training run that cannot go on.
@@ -13,6 +13,8 @@ import warnings
 from importlib.metadata import version
 from pathlib import Path
 
+from . import sample_command
+from .checks import check_out_file
 from .config import MAX_SEED, ConfigError, load_config
 
 
@@ -32,7 +34,7 @@ def cmd_train(args):
     if args.classifier:
         from .quality import load_classifier
 
-        if args.quality_samples < 10 or args.samples < 1:
+        if args.quality_samples < 10 or (args.samples is not None and args.samples < 1):
             raise ConfigError(f"need --quality-samples >= 10 and --samples >= 1; got {args.quality_samples} and "
                               f"{args.samples}")
         classifier, _ = load_classifier(args.classifier)  # a bad file stops the run before any training
@@ -49,35 +51,23 @@ def cmd_train(args):
 
 
 def _evaluate_samples(model, path, cfg, data, tracker, run_dir, classifier, n_quality, n_samples):
-    """What `pydiffusion quality` and `pydiffusion sample` (with its defaults) write, into RUN/quality.json
-    and RUN/samples.pt, in the training process: one process per grid job instead of three."""
-    from .io import save_json, save_torch
+    """What `pydiffusion quality` and `pydiffusion sample` (with its defaults; n_samples None: the config's)
+    write, into RUN/quality.json and RUN/samples.pt, in the training process: one process per grid job
+    instead of three."""
+    from .io import save_json
     from .quality import evaluate_quality
     from .sampling import draw_class_samples
 
     q = evaluate_quality(model, path, cfg, classifier, data, n=n_quality, seed=0)
     save_json(q, run_dir / "quality.json")
     tracker.summary(q)
-    x, y = draw_class_samples(model, path, cfg, n_samples)
-    save_torch({"x": x, "y": y, "sampler": "ddim", "steps": cfg["sample_steps"], "eta": 0.0, "guidance": 1.0},
-               run_dir / "samples.pt")
+    settings = sample_command.sample_settings(cfg, path)
+    n = cfg["n_samples"] if n_samples is None else n_samples
+    x, y = draw_class_samples(model, path, cfg, n, **settings, seed=0)
+    sample_command.write_samples(x, y, {**settings, "seed": 0}, run_dir / "samples.pt")
     tracker.log_samples(x, y, model, path)
     print(f"guided accuracy {q['sample_acc_guided']:.3f}, FD-1D {q['fd_1d']:.3f} (floor {q['fd_floor']:.3f}); "
           f"wrote {run_dir / 'quality.json'} and {run_dir / 'samples.pt'}")
-
-
-def _check_out_file(out, suffixes):
-    out = Path(out)
-    if out.is_dir():
-        raise ConfigError(f"--out {out} is a directory; give a file name ending in {' or '.join(suffixes)}")
-    if out.suffix not in suffixes:
-        raise ConfigError(f"--out {out} must end in {' or '.join(suffixes)}")
-    for parent in out.parents:
-        if parent.exists():
-            if not parent.is_dir():
-                raise ConfigError(f"--out {out} is under {parent}, which is a file; choose another --out")
-            break
-    return out
 
 
 def cmd_evaluate(args):
@@ -86,7 +76,7 @@ def cmd_evaluate(args):
     from .models import count_parameters
     from .training import evaluate_run, load_run, read_run
 
-    out = _check_out_file(args.out or Path(args.run) / "metrics.json", (".json",))
+    out = check_out_file(args.out or Path(args.run) / "metrics.json", (".json",))
     model, path, cfg = load_run(args.run)
     _, _, x_test, y_test = load_mnist1d(cfg["data_cache"])
     history = read_run(args.run)["history"]
@@ -95,32 +85,18 @@ def cmd_evaluate(args):
     print(f"test_mse={metrics['test_mse']:.4f} test_kl={metrics['test_kl']:.4f}; wrote {out}")
 
 
-def cmd_sample(args):
-    from .io import save_torch
-    from .sampling import draw_class_samples
-    from .tracking import log_samples
-    from .training import load_run
+def cmd_plot(args):
+    from .figures import loss_curves
+    from .io import UnreadableFileError, load_json
 
-    _check_out_file(args.out, (".pt",))
-    if args.n < 1:
-        raise ConfigError(f"--n is {args.n}; it must be >= 1")
-    if not 0 <= args.eta <= 1:
-        raise ConfigError(f"--eta is {args.eta}; it must be in [0, 1] (0 = DDIM, 1 = DDPM-like noise)")
-    if not 0 <= args.guidance < float("inf"):
-        raise ConfigError(f"--guidance is {args.guidance}; it must be a finite number >= 0 (0 = unconditional)")
-    if not 0 <= args.seed < MAX_SEED:
-        raise ConfigError(f"--seed is {args.seed}; it must be in [0, 2**63)")
-    model, path, cfg = load_run(args.run)
-    steps = cfg["sample_steps"] if args.steps is None else args.steps
-    if not 1 <= steps <= path.T:
-        raise ConfigError(f"--steps is {steps}; it must be in [1, T={path.T}]")
-    t0 = time.perf_counter()
-    x, y = draw_class_samples(model, path, cfg, args.n, args.sampler, steps, args.eta, args.guidance, args.seed)
-    dt = time.perf_counter() - t0
-    save_torch({"x": x, "y": y, "sampler": args.sampler, "steps": steps, "eta": args.eta, "guidance": args.guidance},
-               args.out)
-    log_samples(cfg, args.run, x, y, model, path)
-    print(f"{args.n} samples ({args.sampler}, {steps} steps) in {dt:.2f} s; wrote {args.out}")
+    out = check_out_file(args.out, (".png",))
+    file = Path(args.run) / "history.json"
+    fix = f"train first with `pydiffusion train --out {args.run}`"
+    history = load_json(file, "history", fix)
+    if not isinstance(history, list) or not history:
+        raise UnreadableFileError(f"history {file} holds no epochs; {fix}")
+    loss_curves(history, out, f"{args.run}: training loss per epoch")
+    print(f"{len(history)} epochs of {file}; wrote {out}")
 
 
 def cmd_classifier(args):
@@ -129,7 +105,7 @@ def cmd_classifier(args):
     from .data import load_mnist1d
     from .quality import save_classifier, train_classifier
 
-    _check_out_file(args.out, (".pt",))
+    check_out_file(args.out, (".pt",))
     if args.threads < 0 or not 0 <= args.seed < MAX_SEED:
         raise ConfigError(f"need --threads >= 0 and --seed in [0, 2**63); got {args.threads} and {args.seed}")
     if args.threads:
@@ -147,7 +123,7 @@ def cmd_quality(args):
     from .tracking import log_quality
     from .training import load_run
 
-    _check_out_file(args.out, (".json",))
+    check_out_file(args.out, (".json",))
     if args.n < 10 or not 0 <= args.seed < MAX_SEED:
         raise ConfigError(f"need --n >= 10 (samples per measurement) and --seed in [0, 2**63); got {args.n} and {args.seed}")
     model, path, cfg = load_run(args.run)
@@ -254,21 +230,19 @@ def build_parser():
     s.add_argument("--classifier", help="after training, also write OUT/quality.json (as `pydiffusion quality`) and "
                                         "OUT/samples.pt (as `pydiffusion sample`) with this reference classifier")
     s.add_argument("--quality-samples", type=int, default=1000, help="with --classifier: samples per quality measurement")
-    s.add_argument("--samples", type=int, default=100, help="with --classifier: samples written to OUT/samples.pt")
+    s.add_argument("--samples", type=int, help="with --classifier: samples written to OUT/samples.pt (default: the "
+                                               "config's n_samples)")
 
     s = command("evaluate", cmd_evaluate, "recompute a run's test metrics with its EMA weights")
     s.add_argument("--run", required=True, help="a run directory (from `pydiffusion train`)")
     s.add_argument("--out", help="metrics file (default: RUN/metrics.json)")
 
-    s = command("sample", cmd_sample, "draw class-conditional samples from a trained run")
+    s = command("sample", sample_command.cmd_sample, "draw class-conditional samples from a trained run")
+    sample_command.add_arguments(s)
+
+    s = command("plot", cmd_plot, "plot a run's loss curves: the total and every component per epoch, log scale")
     s.add_argument("--run", required=True, help="a run directory (from `pydiffusion train`)")
-    s.add_argument("--n", type=int, default=100, help="number of samples (labels 0..9 in turn)")
-    s.add_argument("--sampler", choices=("ddim", "ddpm"), default="ddim", help="reverse process")
-    s.add_argument("--steps", type=int, help="DDIM steps (default: the run's sample_steps)")
-    s.add_argument("--eta", type=float, default=0.0, help="DDIM noise: 0 deterministic, 1 DDPM-like")
-    s.add_argument("--guidance", type=float, default=1.0, help="classifier-free guidance scale; 0 = unconditional")
-    s.add_argument("--seed", type=int, default=0, help="seed of x_T and of the sampler's noise")
-    s.add_argument("--out", required=True, help="a .pt file with x [N, 40] and y [N]")
+    s.add_argument("--out", required=True, help="a .png file")
 
     s = command("classifier", cmd_classifier, "train the reference MNIST-1D classifier (for FD-1D and sample accuracy)")
     s.add_argument("--out", required=True, help="a .pt file")

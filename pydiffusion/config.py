@@ -77,7 +77,7 @@ CHOICES = {
     "training": tuple(TRAINING_PASSES),
     "model": ("unet", "mlp"),
     "device": ("auto", "cpu", "cuda"),
-    "sampler": ("ddpm", "ddim"),
+    "sampler": ("ddim", "ddpm", "dpmpp_2m"),  # the names of sampling.SAMPLERS (imports torch; a test checks)
     "wandb_mode": ("disabled", "offline", "online"),
 }
 

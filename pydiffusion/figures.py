@@ -1,6 +1,6 @@
 """Figures of one trained model (the usual set of an image DDPM): samples per class, the reverse trajectory as a
-figure and an animated GIF, forward noising beside the reverse process, FD-1D against sampler steps.
-All written atomically."""
+figure and an animated GIF, forward noising beside the reverse process, FD-1D against sampler steps; and for
+the command line, a grid of samples and a run's loss curves. All written atomically."""
 import os
 from pathlib import Path
 
@@ -9,11 +9,12 @@ import matplotlib
 matplotlib.use("Agg")
 import matplotlib.pyplot as plt  # noqa: E402
 import torch  # noqa: E402
+from matplotlib.ticker import FuncFormatter, MaxNLocator  # noqa: E402
 
 from . import ops  # noqa: E402
 from .data import NUM_CLASSES  # noqa: E402
 from .io import save_figure  # noqa: E402
-from .sampling import guided, sample_ddim  # noqa: E402
+from .sampling import draw_class_samples, timesteps_for  # noqa: E402
 
 
 def per_class_grid(samples, y, x_train, y_train, path, per_class=8):
@@ -28,13 +29,59 @@ def per_class_grid(samples, y, x_train, y_train, path, per_class=8):
     plt.close(fig)
 
 
-@torch.no_grad()
+def samples_grid(x, y, path, per_class=16):
+    """One row per label of y (the null label: "unconditional"), each of its first `per_class` samples in its
+    own small panel, all on one y scale."""
+    labels = sorted(set(y.tolist()))
+    rows = [x[y == label][:per_class] for label in labels]
+    columns = max(len(row) for row in rows)
+    fig, axes = plt.subplots(len(rows), columns, figsize=(1.0 * columns + 0.6, 0.7 * len(rows)), sharex=True,
+                             sharey=True, squeeze=False)
+    for ax_row, label, row in zip(axes, labels, rows):
+        ax_row[0].set_ylabel(f"{label}" if label < NUM_CLASSES else "uncond.", rotation=0, ha="right", va="center")
+        for ax, sample in zip(ax_row, row):
+            ax.plot(sample.numpy(), lw=0.8)
+        for ax in ax_row[len(row):]:
+            ax.set_axis_off()
+    for ax in axes.flat:
+        ax.set_xticks([])
+        ax.set_yticks([])
+    fig.subplots_adjust(wspace=0.05, hspace=0.08)
+    save_figure(fig, path)
+    plt.close(fig)
+
+
+def loss_curves(history, path, title):
+    """The total training loss and each of its components per epoch (a run's history.json), log scale."""
+    epochs = [h["epoch"] for h in history]
+    components = [k for k in history[0] if k not in ("epoch", "loss", "lr", "time_s")]
+    marker = "o" if len(epochs) <= 30 else None  # few epochs: show each one
+    fig, ax = plt.subplots(figsize=(7, 4.5))
+    ax.plot(epochs, [h["loss"] for h in history], color="black", lw=2.5, marker=marker, label="total (weighted)")
+    for k in components:
+        ax.plot(epochs, [h[k] for h in history], lw=1.2, marker=marker, markersize=3, label=k)
+    ax.set_yscale("log")
+    plain = FuncFormatter(lambda v, _: f"{v:g}")  # 0.3, not 3 x 10^-1
+    ax.yaxis.set_major_formatter(plain)
+    low, high = ax.get_ylim()
+    if high / low < 30:  # the powers of ten alone would leave one or two labels: label every tick
+        ax.yaxis.set_minor_formatter(plain)
+    if len(epochs) <= 15:
+        ax.set_xticks(epochs)
+    else:
+        ax.xaxis.set_major_locator(MaxNLocator(integer=True))
+    ax.set_xlabel("epoch")
+    ax.set_ylabel("training loss (log scale)")
+    ax.set_title(title, fontsize=10)
+    ax.grid(which="both", alpha=0.3)
+    ax.legend()
+    save_figure(fig, path)
+    plt.close(fig)
+
+
 def reverse_trajectory(model, noise_path, cfg, digit=3, seed=0):
     """[x_T, ..., x_0] of one class-conditional DDIM sample with every step."""
-    y = torch.tensor([digit])
-    x_T = torch.randn((1, 40), generator=torch.Generator().manual_seed(seed))
-    _, xs = sample_ddim(guided(model, y), x_T, noise_path, noise_path.T, prediction=cfg["prediction"], clip=cfg["clip"],
-                        trajectory=True)
+    _, _, xs = draw_class_samples(model, noise_path, cfg, 1, steps=noise_path.T, seed=seed, label=digit, trajectory=True)
     return [x[0] for x in xs]
 
 
@@ -48,7 +95,8 @@ def trajectory_png(traj, path):
     plt.close(fig)
 
 
-def trajectory_gif(traj, path, fps=6):
+def trajectory_gif(traj, timesteps, path, fps=6):
+    """An animated GIF of one trajectory [x_T, ..., x_0], frame i titled with timesteps[i]."""
     from matplotlib.animation import FuncAnimation, PillowWriter
 
     fig, ax = plt.subplots(figsize=(6, 3))
@@ -56,11 +104,10 @@ def trajectory_gif(traj, path, fps=6):
     (line,) = ax.plot(traj[0].numpy())
     ax.set_ylim(-lim, lim)
     title = ax.set_title("")
-    T = len(traj) - 1
 
     def frame(i):
         line.set_ydata(traj[i].numpy())
-        title.set_text(f"t = {T - i}")
+        title.set_text(f"t = {timesteps[i]}")
         return line, title
 
     anim = FuncAnimation(fig, frame, frames=len(traj), blit=False)
@@ -109,15 +156,11 @@ def samplers_plot(rows, path):
 def all_for_run(model, noise_path, cfg, data, samples_rows, fig_dir, n_per_class=8, seed=0):
     """Every figure of this module for one model, into fig_dir."""
     x, y, x_test, y_test = data
-    labels = torch.arange(NUM_CLASSES * n_per_class) % NUM_CLASSES
-    x_T = torch.randn((len(labels), 40), generator=torch.Generator().manual_seed(seed))
-    with torch.no_grad():
-        samples = sample_ddim(guided(model, labels), x_T, noise_path, cfg["sample_steps"], prediction=cfg["prediction"],
-                              clip=cfg["clip"])
+    samples, labels = draw_class_samples(model, noise_path, cfg, NUM_CLASSES * n_per_class, seed=seed)
     per_class_grid(samples, labels, x, y, fig_dir / "best_per_class.png", n_per_class)
     digit = 3
     traj = reverse_trajectory(model, noise_path, cfg, digit, seed)
     trajectory_png(traj, fig_dir / "trajectory.png")
-    trajectory_gif(traj, fig_dir / "trajectory.gif")
+    trajectory_gif(traj, timesteps_for(noise_path.T, noise_path.T), fig_dir / "trajectory.gif")
     forward_reverse(x_test[y_test == digit][0], traj, noise_path, fig_dir / "forward_reverse.png")
     samplers_plot(samples_rows, fig_dir / "samplers.png")

@@ -8,6 +8,7 @@ import tempfile
 import time
 from pathlib import Path
 
+import numpy as np
 import torch
 
 
@@ -58,6 +59,10 @@ def remove_stale_temporaries(folder) -> list:
 
 def save_torch(obj, path):
     _atomic(path, lambda f: torch.save(obj, f))
+
+
+def save_npy(array, path):
+    _atomic(path, lambda f: np.save(f, array))
 
 
 def save_json(obj, path):

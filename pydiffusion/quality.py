@@ -21,8 +21,7 @@ from .classifier import (  # noqa: F401
     train_classifier,
 )
 from .data import NUM_CLASSES
-from .models import NULL_LABEL
-from .sampling import guided, sample_ddim
+from .sampling import draw_class_samples, steps_and_eta
 
 
 def _trace_sqrt_product_symmetric(c_a, c_b):
@@ -76,38 +75,6 @@ def nearest_distance(x, reference, batch_size=500):
                             for i in range(0, len(x), batch_size)]).mean())
 
 
-SAMPLERS = ("ddim", "ddpm", "dpmpp_2m")
-
-
-def make_sampler(name="ddim", eta=0.0, seed=0):
-    """A sampler with one signature, (f, x_T, path, steps, prediction, clip) -> x_0, by name:
-    `ddim` (respaced, any eta; noise from a generator seeded with `seed` when eta > 0), `ddpm` (all T
-    steps, eta = 1; `steps` is ignored) or `dpmpp_2m` (DPM-Solver++(2M), deterministic)."""
-    from .sampling import sample_ddpm, sample_dpmpp_2m
-
-    if name == "ddim":
-        return lambda f, x_T, path, steps, prediction, clip: sample_ddim(
-            f, x_T, path, steps, eta, prediction, clip, generator=torch.Generator().manual_seed(seed))
-    if name == "ddpm":
-        return lambda f, x_T, path, steps, prediction, clip: sample_ddpm(
-            f, x_T, path, prediction, clip, generator=torch.Generator().manual_seed(seed))
-    if name == "dpmpp_2m":
-        return lambda f, x_T, path, steps, prediction, clip: sample_dpmpp_2m(f, x_T, path, steps, prediction, clip)
-    raise ValueError(f"unknown sampler {name!r}; expected one of {SAMPLERS}")
-
-
-@torch.no_grad()
-def draw(model, path, cfg, n, guidance, seed, steps=None, sampler=sample_ddim, **kw):
-    """n samples from x_T ~ N(0, I) (seeded), labels 0..9 in turn (the null label when guidance is 0).
-    Returns (samples [n, 40], the intended labels y [n])."""
-    gen = torch.Generator().manual_seed(seed)
-    y = torch.arange(n) % NUM_CLASSES
-    labels = torch.full_like(y, NULL_LABEL) if guidance == 0 else y
-    x_T = torch.randn((n, 40), generator=gen)
-    f = guided(model, labels, guidance)
-    return sampler(f, x_T, path, steps or cfg["sample_steps"], prediction=cfg["prediction"], clip=cfg["clip"], **kw), y
-
-
 def fd_1d(classifier, x_a, x_b):
     """FD-1D: the Frechet distance between the classifier's penultimate features of two signal sets."""
     return frechet_distance(features(classifier, x_a), features(classifier, x_b))
@@ -142,16 +109,15 @@ def evaluate_quality(model, path, cfg, classifier, data, n=1000, seed=0, sampler
     nn_dist              mean Euclidean distance of each guided sample to its nearest training signal
     nn_dist_test_floor   the same for the test set: the scale of "not copied"
 
-    Sampling: `sampler` (ddim, ddpm or dpmpp_2m) with `steps` (default the run's sample_steps) and eta.
+    Sampling: `sampler` (a name in sampling.SAMPLERS) with `steps` (default the run's sample_steps) and eta;
+    x_T from `seed` (guided) and seed + 1 (unconditional), the sampler's noise from seed + 7.
     """
     x, _, x_test, _ = data
-    steps = steps or cfg["sample_steps"]
     g = guidance if guidance is not None else (cfg["guidance"] or 1.0)
-    draw_with = make_sampler(sampler, eta, seed + 7)
     feat_test = features(classifier, x_test)
-    samples, y = draw(model, path, cfg, n, g, seed, steps=steps, sampler=draw_with)
+    samples, y = draw_class_samples(model, path, cfg, n, sampler, steps, eta, g, seed, noise_seed=seed + 7)
     guided_q = sample_quality(classifier, samples, y, x_test, feat_test)
-    uncond, _ = draw(model, path, cfg, n, 0.0, seed + 1, steps=steps, sampler=draw_with)
+    uncond, _ = draw_class_samples(model, path, cfg, n, sampler, steps, eta, 0.0, seed + 1, noise_seed=seed + 7)
     uncond_q = sample_quality(classifier, uncond, y, x_test, feat_test)
     floor = fd_floor(classifier, x, x_test, n, seed, feat_test)
     return {
@@ -185,9 +151,9 @@ def compare_samplers(model, path, cfg, classifier, data, n=1000, seed=0, log=pri
     floor = fd_floor(classifier, x, x_test, n, seed, feat_test)
     rows = []
     for name, steps, guidance in settings or sampler_settings(path.T, cfg["sample_steps"]):
-        steps = path.T if name == "ddpm" else steps
+        steps, _ = steps_and_eta(name, steps, 0.0, path.T)
         t0 = time.perf_counter()
-        samples, y = draw(model, path, cfg, n, guidance, seed, steps=steps, sampler=make_sampler(name, 0.0, seed + 7))
+        samples, y = draw_class_samples(model, path, cfg, n, name, steps, 0.0, guidance, seed, noise_seed=seed + 7)
         seconds = time.perf_counter() - t0
         q = sample_quality(classifier, samples, y, x_test, feat_test)
         row = {"sampler": name, "steps": steps, "guidance": guidance,

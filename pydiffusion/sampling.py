@@ -1,15 +1,17 @@
-"""Samplers as short functions over a denoiser f(x_t, t) -> network output.
+"""Samplers with one signature over a denoiser f(x_t, t) -> network output, and drawing samples of a model.
 
-`guided(model, y, guidance)` turns the network into such a denoiser (classifier-free guidance).
-Every reverse step goes through `ops.posterior_step`: DDPM is all T steps with eta = 1, DDIM a
-respaced subsequence with any eta. The z = 1 (inverse) direction and both roundtrips are here too.
+Every sampler is `sample_<name>(f, x, path, steps, prediction, clip, eta, generator, trajectory)`, from
+x = x_T to x_0 (as k-diffusion's `sample_x(model, x, sigmas)`); `SAMPLERS` names them. DDIM and DDPM step
+through `ops.posterior_step`: DDPM is all T steps with eta = 1, DDIM a respaced subsequence with any eta.
+`guided(model, y, guidance)` turns the network into such a denoiser (classifier-free guidance), and
+`draw_class_samples` is the one way to draw class-conditional samples of a trained model.
 """
 import math
 
 import torch
 
 from . import ops
-from .data import NUM_CLASSES
+from .data import NUM_CLASSES, SIGNAL_LENGTH
 from .models import NULL_LABEL
 from .paths import NoisePath
 
@@ -40,13 +42,14 @@ def timesteps_for(T: int, steps: int) -> list:
 
 
 @torch.no_grad()
-def sample_ddim(f, x, path: NoisePath, steps=None, eta: float = 0.0, prediction: str = "eps", clip: float = 5.0,
+def sample_ddim(f, x, path: NoisePath, steps: int, prediction: str = "eps", clip: float = 5.0, eta: float = 0.0,
                 generator=None, trajectory: bool = False):
-    """DDIM (eta = 0) to DDPM-like (eta = 1) sampling from x = x_T ~ N(0, I) over `steps` respaced steps.
+    """DDIM (eta = 0) to DDPM-like (eta = 1) sampling from x = x_T ~ N(0, I) over `steps` respaced steps;
+    with eta > 0, one normal draw [B, L] from `generator` per step.
 
     Returns x_0, or (x_0, [x_T, ..., x_0]) when `trajectory` is true.
     """
-    ts = timesteps_for(path.T, steps or path.T)
+    ts = timesteps_for(path.T, steps)
     xs = [x]
     for t, s in zip(ts[:-1], ts[1:]):
         z = torch.randn(x.shape, generator=generator, device=x.device, dtype=x.dtype) if eta > 0 else torch.zeros_like(x)
@@ -55,43 +58,20 @@ def sample_ddim(f, x, path: NoisePath, steps=None, eta: float = 0.0, prediction:
     return (x, xs) if trajectory else x
 
 
-def sample_ddpm(f, x, path: NoisePath, prediction: str = "eps", clip: float = 5.0, generator=None,
-                trajectory: bool = False):
-    """DDPM ancestral sampling: every step t -> t-1 with the fixed small variance (eta = 1)."""
-    return sample_ddim(f, x, path, path.T, 1.0, prediction, clip, generator, trajectory)
+def sample_ddpm(f, x, path: NoisePath, steps: int, prediction: str = "eps", clip: float = 5.0, eta: float = 0.0,
+                generator=None, trajectory: bool = False):
+    """DDPM ancestral sampling: every step t -> t-1 with the fixed small variance, that is DDIM with eta = 1
+    over all T steps; `steps` and `eta` are ignored."""
+    return sample_ddim(f, x, path, path.T, prediction, clip, 1.0, generator, trajectory)
 
 
 @torch.no_grad()
-def to_prime(model, x0, y, t: int = 1):
-    """The z = 1 map: the network's prime inverse P_y(x0), read directly from its output."""
-    return model(x0, torch.full_like(y, t), torch.ones_like(y), y)
-
-
-@torch.no_grad()
-def denoise(model, path: NoisePath, x_t, t: int, y, prediction: str = "eps", clip: float = 5.0):
-    """x0_hat from one z = 0 pass at timestep t."""
-    tt = torch.full_like(y, t)
-    x0 = path.x0_from_output(model(x_t, tt, torch.zeros_like(y), y), x_t, tt, prediction)
-    return x0.clamp(-clip, clip) if clip > 0 else x0
-
-
-def roundtrip_forward_inverse(model, path, x_t, t: int, y, prediction="eps", clip=5.0):
-    """x_t -> x0_hat (z = 0) -> prime inverse (z = 1): should approach P_y(x0)."""
-    return to_prime(model, denoise(model, path, x_t, t, y, prediction, clip), y, t)
-
-
-def roundtrip_inverse_forward(model, path, x0, t: int, y, prediction="eps", clip=5.0):
-    """x0 -> p_hat (z = 1) -> denoise p_hat as if it were x_t (z = 0): should approach x0."""
-    return denoise(model, path, to_prime(model, x0, y, t), t, y, prediction, clip)
-
-
-@torch.no_grad()
-def sample_dpmpp_2m(f, x, path: NoisePath, steps=None, prediction: str = "eps", clip: float = 5.0,
-                    trajectory: bool = False):
+def sample_dpmpp_2m(f, x, path: NoisePath, steps: int, prediction: str = "eps", clip: float = 5.0, eta: float = 0.0,
+                    generator=None, trajectory: bool = False):
     """DPM-Solver++(2M) (Lu et al. 2022): a second-order multistep solver of the probability-flow
     ODE in log-SNR time lambda = log(a / s), on the data prediction x0_hat. Its first-order step is
-    exactly DDIM (eta = 0); the last step returns x0_hat."""
-    ts = timesteps_for(path.T, steps or path.T)
+    exactly DDIM (eta = 0); the last step returns x0_hat. Deterministic: `eta` and `generator` are ignored."""
+    ts = timesteps_for(path.T, steps)
     lam = (path.a / path.s).log()
     xs, x0_prev, h_prev = [x], None, None
     for t, s in zip(ts[:-1], ts[1:]):
@@ -110,16 +90,38 @@ def sample_dpmpp_2m(f, x, path: NoisePath, steps=None, prediction: str = "eps", 
     return (x, xs) if trajectory else x
 
 
+# config.CHOICES["sampler"] names the same samplers (config.py stays free of torch; a test checks they agree)
+SAMPLERS = {"ddim": sample_ddim, "ddpm": sample_ddpm, "dpmpp_2m": sample_dpmpp_2m}
+
+
+def steps_and_eta(sampler: str, steps: int, eta: float, T: int) -> tuple:
+    """The (steps, eta) that `sampler` really uses: DDPM all T steps with eta 1, DPM-Solver++(2M) no noise."""
+    if sampler == "ddpm":
+        return T, 1.0
+    if sampler == "dpmpp_2m":
+        return steps, 0.0
+    return steps, eta
+
+
 @torch.no_grad()
 def draw_class_samples(model, path: NoisePath, cfg: dict, n: int, sampler: str = "ddim", steps=None, eta: float = 0.0,
-                       guidance: float = 1.0, seed: int = 0):
-    """n samples of a run's model, labels 0..9 in turn (all the null label when guidance is 0), x_T and the
-    sampler's noise from one generator seeded with `seed`; `sampler` ddim (respaced, `steps`, default the
-    run's sample_steps) or ddpm (all T steps). Returns (x [n, L], y [n])."""
+                       guidance: float = 1.0, seed: int = 0, label=None, noise_seed=None, trajectory: bool = False):
+    """n samples of a run's model with the sampler `sampler` (a name in SAMPLERS; `steps` default the run's
+    sample_steps). Labels 0..9 in turn, or all `label`; all the null label when guidance is 0. x_T comes from a
+    generator seeded with `seed`; the sampler's noise continues that generator, or, given `noise_seed`, comes
+    from a second generator seeded with it (what the quality measurements use).
+
+    Returns (x [n, L], y [n]), and the trajectory [x_T, ..., x_0] as a third item when `trajectory` is true.
+    """
     gen = torch.Generator().manual_seed(seed)
-    y = torch.arange(n) % NUM_CLASSES if guidance != 0 else torch.full((n,), NULL_LABEL)
-    x_T = torch.randn((n, 40), generator=gen)
-    f = guided(model, y, guidance)
-    if sampler == "ddpm":
-        return sample_ddpm(f, x_T, path, cfg["prediction"], cfg["clip"], gen), y
-    return sample_ddim(f, x_T, path, steps or cfg["sample_steps"], eta, cfg["prediction"], cfg["clip"], gen), y
+    if guidance == 0:
+        y = torch.full((n,), NULL_LABEL)
+    elif label is None:
+        y = torch.arange(n) % NUM_CLASSES
+    else:
+        y = torch.full((n,), label)
+    x_T = torch.randn((n, SIGNAL_LENGTH), generator=gen)
+    noise_gen = gen if noise_seed is None else torch.Generator().manual_seed(noise_seed)
+    out = SAMPLERS[sampler](guided(model, y, guidance), x_T, path, steps or cfg["sample_steps"], cfg["prediction"],
+                            cfg["clip"], eta, noise_gen, trajectory)
+    return (out[0], y, out[1]) if trajectory else (out, y)

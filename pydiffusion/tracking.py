@@ -198,11 +198,9 @@ def trajectory_gif(model, path, cfg, label, seed=0):
     import torch
     from PIL import Image
 
-    from .sampling import guided, sample_ddim, timesteps_for
+    from .sampling import draw_class_samples, timesteps_for
 
-    x_T = torch.randn((1, 40), generator=torch.Generator().manual_seed(seed))
-    _, xs = sample_ddim(guided(model, torch.tensor([label])), x_T, path, cfg["sample_steps"],
-                        prediction=cfg["prediction"], clip=cfg["clip"], trajectory=True)
+    _, _, xs = draw_class_samples(model, path, cfg, 1, seed=seed, label=label, trajectory=True)
     fig, canvas = _canvas((6, 3))
     ax = fig.subplots()
     (line,) = ax.plot(xs[0][0].numpy())

@@ -1,10 +1,21 @@
-"""The CLI end to end on a tiny config: train, evaluate, sample, data, doctor."""
+"""The CLI end to end on a tiny config: train, evaluate, sample, plot, data, doctor."""
 import json
 import subprocess
 import sys
+import warnings
 
+import numpy as np
+import pytest
 import torch
 import yaml
+from PIL import Image
+
+from pydiffusion import cli
+from pydiffusion.config import validate
+from pydiffusion.sampling import SAMPLERS, draw_class_samples
+from pydiffusion.training import load_run, train
+
+PNG = b"\x89PNG\r\n\x1a\n"
 
 
 def run(*args, **kw):
@@ -114,3 +125,72 @@ def test_train_refuses_a_bad_classifier_before_training(tmp_path, tiny_cfg):
     r = run("train", "--out", str(tmp_path / "run"), "--classifier", str(tmp_path / "c.pt"), "--set", "epochs=1")
     assert r.returncode == 2 and len(r.stderr.strip().splitlines()) == 1 and "c.pt" in r.stderr, r.stderr
     assert not (tmp_path / "run").exists()
+
+
+@pytest.fixture(scope="module")
+def sampled_run(tmp_path_factory):
+    """A finished tiny run whose config sets every default of `pydiffusion sample` away from the built-in ones."""
+    from conftest import TINY
+
+    out = tmp_path_factory.mktemp("sampled") / "run"
+    train(validate({**TINY, "epochs": 2, "training": "semi_implicit", "sampler": "dpmpp_2m", "sample_steps": 5,
+                    "guidance": 2.0, "n_samples": 20}), out, log=lambda s: None)
+    return out
+
+
+@pytest.fixture
+def main(monkeypatch, capsys):
+    """cli.main in this process (it sets warnings.showwarning; monkeypatch puts it back)."""
+    monkeypatch.setattr(warnings, "showwarning", warnings.showwarning)
+
+    def run_main(*args):
+        code = cli.main([str(a) for a in args])
+        assert code == 0, capsys.readouterr().err
+        return capsys.readouterr().out
+
+    return run_main
+
+
+def test_sample_defaults_come_from_the_run_config(sampled_run, tmp_path, main):
+    main("sample", "--run", sampled_run, "--out", tmp_path / "s.pt")
+    s = torch.load(tmp_path / "s.pt", weights_only=True)
+    assert {k: s[k] for k in ("sampler", "steps", "eta", "guidance", "seed")} == {
+        "sampler": "dpmpp_2m", "steps": 5, "eta": 0.0, "guidance": 2.0, "seed": 0}
+    model, path, cfg = load_run(sampled_run)
+    x, y = draw_class_samples(model, path, cfg, 20, "dpmpp_2m", 5, 0.0, 2.0, seed=0)
+    assert torch.equal(s["x"], x) and torch.equal(s["y"], y) and x.shape == (20, 40)
+
+
+def test_sample_writes_npy_png_and_a_trajectory_gif(sampled_run, tmp_path, main):
+    main("sample", "--run", sampled_run, "--out", tmp_path / "s.pt")
+    main("sample", "--run", sampled_run, "--out", tmp_path / "s.npy")
+    x = np.load(tmp_path / "s.npy")
+    assert x.dtype == np.float32 and np.array_equal(x, torch.load(tmp_path / "s.pt", weights_only=True)["x"].numpy())
+    out = main("sample", "--run", sampled_run, "--out", tmp_path / "s.png", "--trajectory", tmp_path / "t.gif")
+    assert "t.gif" in out
+    png = (tmp_path / "s.png").read_bytes()
+    assert png[:8] == PNG and len(png) > 10_000
+    with Image.open(tmp_path / "s.png") as image:
+        width, height = image.size
+    assert height > 300 and width > 100, "ten rows of two panels"
+    gif = (tmp_path / "t.gif").read_bytes()
+    assert gif[:6] == b"GIF89a"
+    with Image.open(tmp_path / "t.gif") as image:
+        assert image.n_frames == 6, "x_T and one frame per step of the run's 5"
+
+
+@pytest.mark.parametrize("sampler", sorted(SAMPLERS))
+def test_sample_one_class_with_every_sampler(sampled_run, tmp_path, main, sampler):
+    main("sample", "--run", sampled_run, "--sampler", sampler, "--steps", "4", "--eta", "0.5", "--class", "3", "--n", "7",
+         "--out", tmp_path / "s.pt")
+    s = torch.load(tmp_path / "s.pt", weights_only=True)
+    assert s["y"].tolist() == [3] * 7 and s["x"].shape == (7, 40) and torch.isfinite(s["x"]).all()
+    assert (s["steps"], s["eta"]) == {"ddim": (4, 0.5), "ddpm": (20, 1.0), "dpmpp_2m": (4, 0.0)}[sampler], \
+        "the settings the sampler really used"
+
+
+def test_plot_writes_the_loss_curves(sampled_run, tmp_path, main):
+    out = main("plot", "--run", sampled_run, "--out", tmp_path / "loss.png")
+    assert "2 epochs" in out
+    png = (tmp_path / "loss.png").read_bytes()
+    assert png[:8] == PNG and len(png) > 10_000

@@ -284,7 +284,7 @@ CASES = {
     "evaluate-out-not-json": (["evaluate", "--run", "{trained}", "--out", "{tmp}/m.txt"], "must end in .json"),
     # sample
     "sample-out-directory": (["sample", "--run", "{trained}", "--out", "{tmp}"], "is a directory"),
-    "sample-out-png": (["sample", "--run", "{trained}", "--out", "{tmp}/s.png"], "must end in .pt"),
+    "sample-out-txt": (["sample", "--run", "{trained}", "--out", "{tmp}/s.txt"], "must end in .pt or .npy or .png"),
     "sample-out-under-file": (["sample", "--run", "{trained}", "--out", "{tmp}/afile/s.pt"], "is under"),
     "sample-steps-zero": (["sample", "--run", "{trained}", "--steps", "0", "--out", "{tmp}/s.pt"], "--steps is 0"),
     "sample-steps-above-T": (["sample", "--run", "{trained}", "--steps", "50", "--out", "{tmp}/s.pt"], "--steps is 50"),
@@ -297,8 +297,21 @@ CASES = {
     "sample-n-text": (["sample", "--run", "{trained}", "--n", "many", "--out", "{tmp}/s.pt"], "invalid int value: 'many'"),
     "sample-seed-negative": (["sample", "--run", "{trained}", "--seed", "-1", "--out", "{tmp}/s.pt"], "--seed is -1"),
     "sample-unknown-sampler": (["sample", "--run", "{trained}", "--sampler", "euler", "--out", "{tmp}/s.pt"], "invalid choice: 'euler'"),
+    "sample-class-too-big": (["sample", "--run", "{trained}", "--class", "10", "--out", "{tmp}/s.pt"], "--class is 10"),
+    "sample-class-negative": (["sample", "--run", "{trained}", "--class", "-1", "--out", "{tmp}/s.pt"], "--class is -1"),
+    "sample-class-unconditional": (["sample", "--run", "{trained}", "--class", "3", "--guidance", "0", "--out",
+                                    "{tmp}/s.pt"], "--class 3 needs guidance > 0"),
+    "sample-trajectory-not-gif": (["sample", "--run", "{trained}", "--trajectory", "{tmp}/t.png", "--out", "{tmp}/s.pt"],
+                                  "--trajectory {tmp}/t.png must end in .gif"),
+    "sample-trajectory-directory": (["sample", "--run", "{trained}", "--trajectory", "{tmp}", "--out", "{tmp}/s.pt"],
+                                    "--trajectory {tmp} is a directory"),
     "sample-missing-run": (["sample", "--run", "{tmp}/nothing", "--out", "{tmp}/s.pt"], "train first"),
     "sample-without-run": (["sample", "--out", "{tmp}/s.pt"], "the following arguments are required: --run"),
+    # plot
+    "plot-missing-run": (["plot", "--run", "{tmp}/nothing", "--out", "{tmp}/l.png"], "history.json does not exist"),
+    "plot-out-not-png": (["plot", "--run", "{trained}", "--out", "{tmp}/l.pdf"], "must end in .png"),
+    "plot-empty-history": (["plot", "--run", "{tmp}/nohistory", "--out", "{tmp}/l.png"], "holds no epochs"),
+    "plot-broken-history": (["plot", "--run", "{tmp}/brokenhistory", "--out", "{tmp}/l.png"], "is not valid JSON"),
     # quality and classifier
     "quality-missing-classifier": (["quality", "--run", "{trained}", "--classifier", "{tmp}/none.pt", "--out", "{tmp}/q.json"],
                                    "classifier {tmp}/none.pt does not exist"),
@@ -337,6 +350,9 @@ def bad_inputs(tmp_path, trained):
     (tmp_path / "foreign").mkdir()
     torch.save({"weights": torch.zeros(3)}, tmp_path / "foreign" / "model.pt")
     (tmp_path / "busy").mkdir()
+    for name, content in (("nohistory", "[]\n"), ("brokenhistory", "[{\"epoch\": 1,\n")):
+        (tmp_path / name).mkdir()
+        (tmp_path / name / "history.json").write_text(content)
     return tmp_path
 
 

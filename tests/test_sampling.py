@@ -1,19 +1,14 @@
-"""Samplers: respacing, determinism, DDPM = DDIM(eta=1, all steps), guidance, the z = 1 map."""
+"""Samplers: one signature, respacing, determinism, DDPM = DDIM(eta=1, all steps), guidance, the RNG stream."""
+import inspect
+
 import pytest
 import torch
 
-from pydiffusion.config import validate
+from pydiffusion import ops
+from pydiffusion.config import CHOICES, validate
 from pydiffusion.models import NULL_LABEL, build_model
 from pydiffusion.paths import NoisePath
-from pydiffusion.sampling import (
-    guided,
-    roundtrip_forward_inverse,
-    roundtrip_inverse_forward,
-    sample_ddim,
-    sample_ddpm,
-    timesteps_for,
-    to_prime,
-)
+from pydiffusion.sampling import SAMPLERS, draw_class_samples, guided, sample_ddim, sample_ddpm, timesteps_for
 
 
 @pytest.fixture
@@ -38,10 +33,10 @@ def test_samplers_are_deterministic_and_end_at_x0_hat(model):
     y = torch.arange(16) % 10
     f = guided(model, y)
     x_T = torch.randn(16, 40, generator=torch.Generator().manual_seed(0))
-    a = sample_ddpm(f, x_T, path, generator=torch.Generator().manual_seed(1))
-    b = sample_ddpm(f, x_T, path, generator=torch.Generator().manual_seed(1))
-    c = sample_ddpm(f, x_T, path, generator=torch.Generator().manual_seed(2))
-    assert torch.equal(a, b) and not torch.equal(a, c)
+    a = sample_ddpm(f, x_T, path, 20, generator=torch.Generator().manual_seed(1))
+    b = sample_ddpm(f, x_T, path, 5, eta=0.0, generator=torch.Generator().manual_seed(1))
+    c = sample_ddpm(f, x_T, path, 20, generator=torch.Generator().manual_seed(2))
+    assert torch.equal(a, b) and not torch.equal(a, c), "DDPM ignores steps and eta"
     d = sample_ddim(f, x_T, path, steps=20, eta=1.0, generator=torch.Generator().manual_seed(1))
     assert torch.equal(a, d), "DDPM is DDIM with eta = 1 over all T steps"
     x0, traj = sample_ddim(f, x_T, path, steps=5, trajectory=True)
@@ -59,14 +54,55 @@ def test_guidance(model):
     torch.testing.assert_close(guided(model, y, 3.0)(x, 10), uncond + 3.0 * (cond - uncond), rtol=1e-5, atol=1e-5)
 
 
-def test_inverse_direction_and_roundtrips(model):
-    path = NoisePath("convex", 20)
-    y = torch.arange(10)
-    x0 = torch.randn(10, 40)
-    p = to_prime(model, x0, y)
-    assert p.shape == x0.shape
-    torch.testing.assert_close(p, model(x0, torch.ones_like(y), torch.ones_like(y), y))
-    assert not torch.allclose(p, model(x0, torch.ones_like(y), torch.zeros_like(y), y)), "z must change the output"
-    assert roundtrip_forward_inverse(model, path, x0, 5, y).shape == x0.shape
-    back = roundtrip_inverse_forward(model, path, x0, 5, y)
-    assert back.shape == x0.shape and back.abs().max() <= 5.0
+def test_every_sampler_has_one_signature_and_config_names_them():
+    assert set(CHOICES["sampler"]) == set(SAMPLERS)
+    signatures = {name: list(inspect.signature(fn).parameters.items()) for name, fn in SAMPLERS.items()}
+    assert [p for p, _ in signatures["ddim"]] == ["f", "x", "path", "steps", "prediction", "clip", "eta", "generator",
+                                                   "trajectory"]
+    assert all(s == signatures["ddim"] for s in signatures.values()), signatures
+
+
+def test_dpmpp_2m_is_deterministic(model):
+    path = NoisePath("gaussian", 20)
+    f = guided(model, torch.arange(8))
+    x_T = torch.randn(8, 40, generator=torch.Generator().manual_seed(0))
+    a = SAMPLERS["dpmpp_2m"](f, x_T, path, 5)
+    assert torch.equal(a, SAMPLERS["dpmpp_2m"](f, x_T, path, 5, eta=1.0, generator=torch.Generator().manual_seed(3)))
+
+
+@pytest.mark.parametrize("sampler,steps,eta", [("ddpm", 20, 1.0), ("ddim", 5, 0.5)])
+def test_the_sampling_rng_stream_is_kept(model, sampler, steps, eta):
+    # every stored sample and quality number depends on this order of draws: x_T [n, 40] first, then one
+    # [n, 40] normal per reverse step, from the same generator (or from a second one seeded with noise_seed)
+    cfg = validate({"channels": 8, "emb_dim": 32})
+    path = NoisePath("gaussian", 20)
+    y = torch.arange(12) % 10
+
+    def by_hand(seed, noise_seed=None):
+        gen = torch.Generator().manual_seed(seed)
+        x = torch.randn((12, 40), generator=gen)
+        noise = gen if noise_seed is None else torch.Generator().manual_seed(noise_seed)
+        ts = timesteps_for(20, steps)
+        for t, s in zip(ts[:-1], ts[1:]):
+            z = torch.randn((12, 40), generator=noise)
+            x, _ = ops.posterior_step(x, model(x, torch.full_like(y, t), torch.zeros_like(y), y), t, s, path, z, eta,
+                                      cfg["prediction"], cfg["clip"])
+        return x
+
+    with torch.no_grad():
+        x, labels = draw_class_samples(model, path, cfg, 12, sampler, steps, eta, seed=3)
+        assert torch.equal(labels, y) and torch.equal(x, by_hand(3))
+        x, _ = draw_class_samples(model, path, cfg, 12, sampler, steps, eta, seed=3, noise_seed=10)
+        assert torch.equal(x, by_hand(3, 10))
+
+
+def test_draw_class_samples_labels_and_trajectory(model):
+    cfg = validate({"channels": 8, "emb_dim": 32, "sample_steps": 4})
+    path = NoisePath("gaussian", 20)
+    x, y = draw_class_samples(model, path, cfg, 7, label=3)
+    assert x.shape == (7, 40) and y.tolist() == [3] * 7
+    _, y = draw_class_samples(model, path, cfg, 7, guidance=0.0, label=3)
+    assert y.tolist() == [NULL_LABEL] * 7, "guidance 0 draws unconditional samples"
+    x, y, xs = draw_class_samples(model, path, cfg, 7, "dpmpp_2m", trajectory=True)
+    assert y.tolist() == [0, 1, 2, 3, 4, 5, 6] and len(xs) == 5 and torch.equal(xs[-1], x), "the run's sample_steps"
+    assert torch.equal(x, draw_class_samples(model, path, cfg, 7, "dpmpp_2m")[0])

@@ -4,8 +4,9 @@ import json
 import pytest
 import torch
 
+from pydiffusion import losses, ops
 from pydiffusion.config import validate
-from pydiffusion.data import load_mnist1d
+from pydiffusion.data import load_mnist1d, prime_inverse
 from pydiffusion.models import build_model, count_parameters
 from pydiffusion.paths import NoisePath
 from pydiffusion.trainers import SemiImplicitTrainer, build_trainer
@@ -68,6 +69,38 @@ def test_semi_implicit_losses_and_detaching():
         grads[detach] = torch.cat([p.grad.flatten() for p in model.parameters()])
     # without detaching, the roundtrip's gradient also flows back through the forward pass
     assert not torch.allclose(grads[True], grads[False])
+
+
+def test_semi_implicit_losses_are_the_documented_maps():
+    # docs/math.md#training-modes, one network pass at a time (the trainer batches the two passes of each
+    # stage): the z = 1 map read as P_y(x0), and both roundtrips through it
+    cfg = validate({"channels": 8, "emb_dim": 32, "training": "semi_implicit"})
+    x, y, _, _ = load_mnist1d()
+    x0, y = x[:16], y[:16]
+    path = NoisePath("convex", 20)
+    torch.manual_seed(0)
+    model = build_model(cfg)
+    for p in model.parameters():  # random, non-zero weights so the outputs depend on every input
+        torch.nn.init.normal_(p, std=0.05)
+    trainer = SemiImplicitTrainer(path, prediction="v", cfg_dropout=0.0)
+    parts = trainer(model, x0, y, torch.Generator().manual_seed(0))
+    t, eps, y_fwd = trainer.draw(x0, y, torch.Generator().manual_seed(0))
+    assert torch.equal(y_fwd, y), "no label dropout"
+    zeros, ones = torch.zeros_like(t), torch.ones_like(t)
+    p = prime_inverse(x0, y)
+    x_t = ops.q_sample(x0, eps, t, path)
+    out = model(x_t, t, zeros, y)
+    x0_hat = trainer.x0_hat(out, x_t, t)
+    p_hat = model(x0, t, ones, y)
+    assert not torch.allclose(p_hat, model(x0, t, zeros, y)), "z must change the output"
+    expected = {"forward": losses.mse(out, path.target(x0, eps, t, "v")),
+                "inverse": losses.mse(p_hat, p),
+                "rt_fi": losses.mse(model(x0_hat, t, ones, y), p),
+                "rt_if": losses.mse(trainer.x0_hat(model(p_hat, t, zeros, y), p_hat, t), x0)}
+    for name, loss in expected.items():
+        torch.testing.assert_close(parts[name], loss.mean(), rtol=1e-5, atol=1e-6, msg=name)
+    total = parts["forward"] + parts["inverse"] + 0.5 * parts["rt_fi"] + 0.5 * parts["rt_if"]
+    torch.testing.assert_close(parts["loss"], total)
 
 
 def test_resume_gives_identical_results(tmp_path, tiny_cfg):

@@ -1,0 +1,92 @@
+"""`pydiffusion sample`: class-conditional samples of a trained run into a .pt file (x, y and the settings),
+a .npy file (x) or a .png grid (one row per class), and optionally one sample's reverse trajectory as a GIF.
+
+The sampler settings default to the run's own config keys sampler, sample_steps, eta, guidance and n_samples.
+Every bad value is a ConfigError (one line, exit status 2) before any sampling.
+"""
+import time
+
+from .checks import check_option, check_out_file
+from .config import CHOICES, ConfigError
+
+OUT_SUFFIXES = (".pt", ".npy", ".png")
+GRID_COLUMNS = 16  # samples per class in a .png grid: more panels would be too small to read
+
+
+def add_arguments(parser):
+    parser.add_argument("--run", required=True, help="a run directory (from `pydiffusion train`)")
+    parser.add_argument("--sampler", choices=CHOICES["sampler"], help="reverse process (default: the run's sampler)")
+    parser.add_argument("--steps", type=int, help="reverse steps; ddpm takes all T (default: the run's sample_steps)")
+    parser.add_argument("--eta", type=float, help="ddim noise: 0 deterministic, 1 DDPM-like; ddpm is 1, dpmpp_2m 0 "
+                                                  "(default: the run's eta)")
+    parser.add_argument("--guidance", type=float,
+                        help="classifier-free guidance scale; 0 = unconditional (default: the run's guidance)")
+    parser.add_argument("--class", dest="label", type=int, metavar="K", help="draw only this class, 0..9 (default: 0..9 in turn)")
+    parser.add_argument("--n", type=int, help="number of samples (default: the run's n_samples)")
+    parser.add_argument("--seed", type=int, default=0, help="seed of x_T and of the sampler's noise")
+    parser.add_argument("--out", required=True, help=f"a .pt file (x [N, 40], y [N] and the settings), a .npy file "
+                                                     f"(x) or a .png grid (one row per class, at most {GRID_COLUMNS} "
+                                                     f"samples each)")
+    parser.add_argument("--trajectory", help="also write the first sample's reverse trajectory, x_T to x_0, as this "
+                                             "animated .gif")
+
+
+def sample_settings(cfg, path, sampler=None, steps=None, eta=None, guidance=None) -> dict:
+    """{sampler, steps, eta, guidance}: each as given, or else the run's config key; steps and eta as the
+    sampler really uses them (DDPM: all T steps, eta 1; DPM-Solver++(2M): eta 0)."""
+    from .sampling import steps_and_eta
+
+    sampler = sampler or cfg["sampler"]
+    steps = cfg["sample_steps"] if steps is None else steps
+    if not 1 <= steps <= path.T:
+        raise ConfigError(f"--steps is {steps}; it must be in [1, T={path.T}]")
+    steps, eta = steps_and_eta(sampler, steps, cfg["eta"] if eta is None else eta, path.T)
+    return {"sampler": sampler, "steps": steps, "eta": eta, "guidance": cfg["guidance"] if guidance is None else guidance}
+
+
+def write_samples(x, y, settings: dict, out):
+    """Samples x [N, L] with labels y into `out` by its suffix: .pt (x, y and the settings), .npy (x) or .png."""
+    from .io import save_npy, save_torch
+
+    if out.suffix == ".pt":
+        save_torch({"x": x, "y": y, **settings}, out)
+    elif out.suffix == ".npy":
+        save_npy(x.numpy(), out)
+    else:
+        from .figures import samples_grid
+
+        samples_grid(x, y, out, GRID_COLUMNS)
+
+
+def cmd_sample(args):
+    from .data import NUM_CLASSES
+    from .sampling import draw_class_samples, timesteps_for
+    from .tracking import log_samples
+    from .training import load_run
+
+    out = check_out_file(args.out, OUT_SUFFIXES)
+    gif = None if args.trajectory is None else check_out_file(args.trajectory, (".gif",), "--trajectory")
+    for flag, key, value in (("--n", "n_samples", args.n), ("--steps", "sample_steps", args.steps), ("--eta", "eta", args.eta),
+                             ("--guidance", "guidance", args.guidance), ("--seed", "seed", args.seed)):
+        if value is not None:
+            check_option(flag, key, value)
+    if args.label is not None and not 0 <= args.label < NUM_CLASSES:
+        raise ConfigError(f"--class is {args.label}; it must be a class in 0..{NUM_CLASSES - 1}")
+    model, path, cfg = load_run(args.run)
+    settings = sample_settings(cfg, path, args.sampler, args.steps, args.eta, args.guidance)
+    if args.label is not None and settings["guidance"] == 0:
+        raise ConfigError(f"--class {args.label} needs guidance > 0 (guidance 0 draws unconditional samples); "
+                          f"give --guidance")
+    n = cfg["n_samples"] if args.n is None else args.n
+    t0 = time.perf_counter()
+    # the trajectory is (steps + 1) copies of x, small beside the model; only --trajectory writes it
+    x, y, xs = draw_class_samples(model, path, cfg, n, **settings, seed=args.seed, label=args.label, trajectory=True)
+    dt = time.perf_counter() - t0
+    write_samples(x, y, {**settings, "seed": args.seed}, out)
+    if gif is not None:
+        from .figures import trajectory_gif
+
+        trajectory_gif([x_t[0] for x_t in xs], timesteps_for(path.T, settings["steps"]), gif)
+    log_samples(cfg, args.run, x, y, model, path)
+    print(f"{n} samples ({settings['sampler']}, {settings['steps']} steps, guidance {settings['guidance']}) in "
+          f"{dt:.2f} s; wrote {out}{'' if gif is None else f' and {gif}'}")
