@@ -126,8 +126,14 @@ EPOCH_COST = {
     for l, n, t in GRID
     for s in SEEDS
 }
+# the grid's identity (its W&B group): every key but how often progress is logged, so that a rerun with
+# another progress_seconds does not retrain
 GRID_ID = hashlib.sha256(
-    json.dumps(config, sort_keys=True, default=str).encode()
+    json.dumps(
+        {k: v for k, v in config.items() if k != "progress_seconds"},
+        sort_keys=True,
+        default=str,
+    ).encode()
 ).hexdigest()[:8]
 
 # the shared settings every job trains with (the workflow adds loss, noise, training, seed, data_cache)
