@@ -71,10 +71,11 @@ def _evaluate_samples(model, path, cfg, data, tracker, run_dir, classifier, n_qu
 
 
 def cmd_evaluate(args):
+    from .checkpoints import load_run, read_run
     from .data import load_mnist1d
     from .io import save_json
     from .models import count_parameters
-    from .training import evaluate_run, load_run, read_run
+    from .training import evaluate_run
 
     out = check_out_file(args.out or Path(args.run) / "metrics.json", (".json",))
     model, path, cfg = load_run(args.run)
@@ -117,11 +118,11 @@ def cmd_classifier(args):
 
 
 def cmd_quality(args):
+    from .checkpoints import load_run
     from .data import load_mnist1d
     from .io import save_json
     from .quality import evaluate_quality, load_classifier
     from .tracking import log_quality
-    from .training import load_run
 
     check_out_file(args.out, (".json",))
     if args.n < 10 or not 0 <= args.seed < MAX_SEED:

@@ -345,9 +345,9 @@ def markdown(records, summary, cells, best, best_key, samplers=None):
 def best_model_figures(records, best, out_dir, classifier, data_cache, n, log=print):
     """Samplers compared on the best configuration's first seed, and its figures; returns the rows."""
     from . import figures as run_figures
+    from .checkpoints import load_run
     from .data import load_mnist1d
     from .quality import compare_samplers, load_classifier
-    from .training import load_run
 
     run = next(r for r in sorted(records, key=lambda r: r["seed"]) if config_name(r) == best)["run"]
     model, path, cfg = load_run(run)
