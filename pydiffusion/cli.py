@@ -2,9 +2,10 @@
 
 Bad input (a config error, a missing or broken file, a busy run directory) is one line on
 stderr and exit status 2, before any work starts; so is a training run that cannot go on.
-Warnings are one line each.
+Warnings are one line each. Progress (the pydiffusion loggers) and each command's result go to stdout.
 """
 import argparse
+import logging
 import os
 import platform
 import sys
@@ -268,6 +269,12 @@ def main(argv=None):
 
     args = build_parser().parse_args(argv)
     warnings.showwarning = _one_line_warning
+    # progress lines on stdout, as plain lines; stderr stays for the one error line
+    progress = logging.StreamHandler(sys.stdout)
+    progress.setFormatter(logging.Formatter("%(message)s"))
+    package_logger = logging.getLogger("pydiffusion")
+    package_logger.setLevel(logging.INFO)
+    package_logger.addHandler(progress)
     try:
         return args.fn(args) or 0
     except (ConfigError, FileNotFoundError, UnreadableFileError, RunLockedError, TrainingError) as e:
@@ -276,6 +283,8 @@ def main(argv=None):
     except KeyboardInterrupt:
         print(f"pydiffusion {args.command}: interrupted; rerun the same command to resume", file=sys.stderr)
         return 130
+    finally:
+        package_logger.removeHandler(progress)  # a second call in this process must not print every line twice
 
 
 if __name__ == "__main__":

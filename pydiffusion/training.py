@@ -10,6 +10,7 @@ data order, t, eps and label dropout all come from generators whose states are c
 process at a time trains into a directory (a lock on out_dir/.lock).
 """
 import copy
+import logging
 import math
 import sys
 import time
@@ -27,6 +28,8 @@ from .models import build_model, count_parameters
 from .paths import NoisePath
 from .tracking import Tracker
 from .trainers import build_trainer
+
+logger = logging.getLogger(__name__)
 
 
 class TrainingError(RuntimeError):
@@ -96,7 +99,7 @@ class _Progress:
             self.bar.close()
 
 
-def train(cfg: dict, out_dir, log=print, wait: bool = False, restart_on_config_change: bool = False,
+def train(cfg: dict, out_dir, log=logger.info, wait: bool = False, restart_on_config_change: bool = False,
           evaluate=None) -> dict:
     """Train one configuration into out_dir (resuming if it holds a checkpoint); returns the metrics.
 
@@ -104,7 +107,8 @@ def train(cfg: dict, out_dir, log=print, wait: bool = False, restart_on_config_c
     wait for it (then resume from its checkpoint) instead of failing. `restart_on_config_change`:
     a checkpoint of a different configuration is discarded instead of stopping the run.
     `evaluate(ema_model, path, cfg, (x, y, x_test, y_test), tracker)`: more evaluation of the final
-    model after metrics.json, with the run's W&B run still open (the workflow's sample quality)."""
+    model after metrics.json, with the run's W&B run still open (the workflow's sample quality).
+    `log` takes the progress lines, one string each (default: this module's logger)."""
     cfg = validate(cfg)
     out_dir = Path(out_dir)
     _check_out_dir(out_dir)

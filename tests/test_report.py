@@ -1,12 +1,15 @@
 """The grid report from made-up runs (no training): the one metric table behind the report and the verdict,
-and the per-class figure."""
+the per-class figure, and the aggregate job's log file."""
 import json
 import re
+import subprocess
+import sys
 
 import pytest
 import torch
 import yaml
 from conftest import TINY
+from workflow_helpers import ROOT
 
 from pydiffusion import grid_stats
 from pydiffusion.config import validate
@@ -15,6 +18,7 @@ from pydiffusion.figures import per_class_grid
 from pydiffusion.grid_stats import BETTER, HIGHER_IS_BETTER, METRICS, PAIRED_METRICS, VERDICT_METRICS, WORSE
 from pydiffusion.io import save_json, save_torch
 from pydiffusion.models import build_model
+from pydiffusion.quality import Classifier, save_classifier
 from pydiffusion.report import aggregate
 
 SELECTIONS = {"PAIRED_METRICS": PAIRED_METRICS, "VERDICT_METRICS": tuple(k for k, _ in VERDICT_METRICS),
@@ -91,3 +95,27 @@ def test_per_class_figure_has_one_row_per_class_of_generated_and_real_signals(tm
     colors = {ax.lines[0].get_color() for ax in panels}
     assert len(colors) == 2, "the two kinds in two colours"
 
+
+def test_the_aggregate_job_writes_its_progress_to_its_log_file(tmp_path, data_cache):
+    run = made_up_run(tmp_path / "runs", "implicit", 0, model=True)
+    torch.manual_seed(0)
+    save_classifier(Classifier(width=8, features=8).eval(), 0.1, tmp_path / "classifier.pt")
+    log = tmp_path / "logs" / "aggregate.log"
+    log.parent.mkdir()
+    job = {"log": [str(log)], "params": {"runs": [str(run)], "results": str(tmp_path / "out"), "n": 30},
+           "input": {"classifier": [str(tmp_path / "classifier.pt")], "data": [str(data_cache)]}, "threads": 1}
+    # what Snakemake's `script:` does: run the script in a fresh Python with a `snakemake` object defined
+    driver = ("import json, runpy, sys, types\n"
+              "job = json.loads(sys.argv[1])\n"
+              "snakemake = types.SimpleNamespace(log=job['log'], threads=job['threads'],\n"
+              "    params=types.SimpleNamespace(**job['params']), input=types.SimpleNamespace(**job['input']))\n"
+              "runpy.run_path(sys.argv[2], init_globals={'snakemake': snakemake}, run_name='__main__')\n")
+    r = subprocess.run([sys.executable, "-c", driver, json.dumps(job), str(ROOT / "workflow" / "scripts" / "aggregate.py")],
+                       capture_output=True, text=True, timeout=600)
+    assert r.returncode == 0, r.stderr + log.read_text()
+    assert "FD-1D" not in r.stdout + r.stderr, "progress goes to the log file, not to the job's output"
+    lines = log.read_text().splitlines()
+    assert any(line.startswith("ddim steps=5 guidance=1.0: FD-1D") for line in lines), lines
+    assert any(line.startswith("comparing samplers on") for line in lines), lines
+    assert lines[-1] == f"wrote {tmp_path / 'out' / 'report.md'}, summary.json, summary.csv and figures/"
+    assert (tmp_path / "out" / "figures" / "best_per_class.png").exists()
