@@ -127,7 +127,8 @@ def training_speed(results, flops, peak):
 
 def verdict_of_summary(results):
     """{"loss / noise metric": reading} from a grid's summary.json, the report's words without their reason."""
-    from pydiffusion.report import HIGHER_IS_BETTER, VERDICT_METRICS, _judge
+    from pydiffusion.grid_stats import HIGHER_IS_BETTER, VERDICT_METRICS
+    from pydiffusion.grid_stats import judge as _judge
 
     summary = json.loads((results / "summary.json").read_text())
     return {f"{c['loss']} / {c['noise']} {key}": _judge(c[key], key not in HIGHER_IS_BETTER).split(" (")[0]
@@ -136,7 +137,7 @@ def verdict_of_summary(results):
 
 def verdict_of_report(report):
     """The same readings from the paired table of a committed report.md."""
-    from pydiffusion.report import VERDICT_METRICS
+    from pydiffusion.grid_stats import VERDICT_METRICS
 
     keys = {key for key, _ in VERDICT_METRICS}
     out = {}

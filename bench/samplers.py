@@ -21,11 +21,11 @@ from pathlib import Path
 import torch
 
 from pydiffusion import ops
+from pydiffusion.checkpoints import load_run
 from pydiffusion.classifier import load_classifier, save_classifier, train_classifier
 from pydiffusion.data import load_mnist1d
 from pydiffusion.io import save_json
 from pydiffusion.quality import compare_samplers
-from pydiffusion.training import load_run
 
 
 def cpu_name():

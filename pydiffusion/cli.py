@@ -2,9 +2,10 @@
 
 Bad input (a config error, a missing or broken file, a busy run directory) is one line on
 stderr and exit status 2, before any work starts; so is a training run that cannot go on.
-Warnings are one line each.
+Warnings are one line each. Progress (the pydiffusion loggers) and each command's result go to stdout.
 """
 import argparse
+import logging
 import os
 import platform
 import sys
@@ -71,10 +72,11 @@ def _evaluate_samples(model, path, cfg, data, tracker, run_dir, classifier, n_qu
 
 
 def cmd_evaluate(args):
+    from .checkpoints import load_run, read_run
     from .data import load_mnist1d
     from .io import save_json
     from .models import count_parameters
-    from .training import evaluate_run, load_run, read_run
+    from .training import evaluate_run
 
     out = check_out_file(args.out or Path(args.run) / "metrics.json", (".json",))
     model, path, cfg = load_run(args.run)
@@ -117,11 +119,11 @@ def cmd_classifier(args):
 
 
 def cmd_quality(args):
+    from .checkpoints import load_run
     from .data import load_mnist1d
     from .io import save_json
     from .quality import evaluate_quality, load_classifier
     from .tracking import log_quality
-    from .training import load_run
 
     check_out_file(args.out, (".json",))
     if args.n < 10 or not 0 <= args.seed < MAX_SEED:
@@ -267,6 +269,12 @@ def main(argv=None):
 
     args = build_parser().parse_args(argv)
     warnings.showwarning = _one_line_warning
+    # progress lines on stdout, as plain lines; stderr stays for the one error line
+    progress = logging.StreamHandler(sys.stdout)
+    progress.setFormatter(logging.Formatter("%(message)s"))
+    package_logger = logging.getLogger("pydiffusion")
+    package_logger.setLevel(logging.INFO)
+    package_logger.addHandler(progress)
     try:
         return args.fn(args) or 0
     except (ConfigError, FileNotFoundError, UnreadableFileError, RunLockedError, TrainingError) as e:
@@ -275,6 +283,8 @@ def main(argv=None):
     except KeyboardInterrupt:
         print(f"pydiffusion {args.command}: interrupted; rerun the same command to resume", file=sys.stderr)
         return 130
+    finally:
+        package_logger.removeHandler(progress)  # a second call in this process must not print every line twice
 
 
 if __name__ == "__main__":

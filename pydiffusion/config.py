@@ -69,6 +69,10 @@ DEFAULTS = {
 # an epoch (the workflow runs the dearest jobs first and estimates the time left from it)
 TRAINING_PASSES = {"implicit": 1, "semi_implicit": 4, "consistency": 2}
 
+# The one list of each key's valid values: the noise paths, the kernels' prediction codes
+# (reference.PREDICTION_CODES numbers them in this order, as csrc/diffusion_math.h does), the CLI's
+# choices, and the workflow's grid axes (its schema and wildcard constraints, workflow/rules/common.smk)
+# all read it.
 CHOICES = {
     "noise": ("gaussian", "convex"),
     "schedule": ("linear", "quadratic", "cosine"),

@@ -3,6 +3,7 @@ code and name the broken file, and a lock so that one run directory has one writ
 import errno
 import fcntl
 import json
+import logging
 import os
 import tempfile
 import time
@@ -10,6 +11,8 @@ from pathlib import Path
 
 import numpy as np
 import torch
+
+logger = logging.getLogger(__name__)
 
 
 class UnreadableFileError(ValueError):
@@ -113,7 +116,7 @@ class RunLock:
     holder dies, also by kill -9). `wait=False` raises RunLockedError at once when it is held;
     `wait=True` waits, logging once, for the holder to finish."""
 
-    def __init__(self, folder, wait: bool = False, log=print, poll_s: float = 1.0):
+    def __init__(self, folder, wait: bool = False, log=logger.info, poll_s: float = 1.0):
         self.file, self.wait, self.log, self.poll_s, self.fd = Path(folder) / ".lock", wait, log, poll_s, None
 
     def __enter__(self):

@@ -6,9 +6,7 @@ import math
 
 import torch
 
-NOISE_KINDS = ("gaussian", "convex")
-SCHEDULES = ("linear", "quadratic", "cosine")
-PREDICTIONS = ("eps", "x0", "v")
+from .config import CHOICES
 
 
 def beta_schedule(schedule: str, T: int) -> torch.Tensor:
@@ -23,7 +21,7 @@ def beta_schedule(schedule: str, T: int) -> torch.Tensor:
             return math.cos((u + 0.008) / 1.008 * math.pi / 2) ** 2
         betas = torch.tensor([1 - abar(i / T) / abar((i - 1) / T) for i in range(1, T + 1)], dtype=torch.float64)
     else:
-        raise ValueError(f"unknown schedule {schedule!r}; choose one of {SCHEDULES}")
+        raise ValueError(f"unknown schedule {schedule!r}; choose one of {CHOICES['schedule']}")
     return betas.clamp(max=0.999)
 
 
@@ -31,8 +29,8 @@ class NoisePath:
     """Coefficient tables `a`, `s` (float64, length T+1) of a gaussian or convex path."""
 
     def __init__(self, kind: str = "gaussian", T: int = 20, schedule: str = "linear"):
-        if kind not in NOISE_KINDS:
-            raise ValueError(f"unknown noise path {kind!r}; choose one of {NOISE_KINDS}")
+        if kind not in CHOICES["noise"]:
+            raise ValueError(f"unknown noise path {kind!r}; choose one of {CHOICES['noise']}")
         if int(T) < 2:
             raise ValueError(f"T must be an integer >= 2, got {T}")
         self.kind, self.T, self.schedule = kind, int(T), schedule
@@ -67,7 +65,7 @@ class NoisePath:
             return out
         if prediction == "v":
             return (a * x_t - s * out) / (a**2 + s**2)
-        raise ValueError(f"unknown prediction {prediction!r}; choose one of {PREDICTIONS}")
+        raise ValueError(f"unknown prediction {prediction!r}; choose one of {CHOICES['prediction']}")
 
     def target(self, x0, eps, t, prediction: str):
         """What the network should output at x_t = a_t x0 + s_t eps."""
@@ -78,7 +76,7 @@ class NoisePath:
         if prediction == "v":
             a, s = self.coef(t, x0)
             return a * eps - s * x0
-        raise ValueError(f"unknown prediction {prediction!r}; choose one of {PREDICTIONS}")
+        raise ValueError(f"unknown prediction {prediction!r}; choose one of {CHOICES['prediction']}")
 
     def coef(self, t, like: torch.Tensor):
         """a_t, s_t gathered per sample and shaped to broadcast against `like` [B, ...]."""

@@ -5,6 +5,7 @@ role Inception features play for FID: FD-1D is the Frechet distance between the 
 Gaussians of samples and of the test set, shown beside its floor (a train subset of the same
 size against the test set).
 """
+import logging
 import math
 import time
 
@@ -22,6 +23,8 @@ from .classifier import (  # noqa: F401
 )
 from .data import NUM_CLASSES
 from .sampling import draw_class_samples, steps_and_eta
+
+logger = logging.getLogger(__name__)
 
 
 def _trace_sqrt_product_symmetric(c_a, c_b):
@@ -142,7 +145,7 @@ def sampler_settings(T, sample_steps):
     return settings
 
 
-def compare_samplers(model, path, cfg, classifier, data, n=1000, seed=0, log=print, settings=None):
+def compare_samplers(model, path, cfg, classifier, data, n=1000, seed=0, log=logger.info, settings=None):
     """Quality and time per 1,000 samples of each (name, steps, guidance) in `settings` (default
     `sampler_settings`): the same starting noise for every row, guided accuracy (None for
     guidance 0), FD-1D, its floor, coverage entropy and the number of network evaluations."""

@@ -6,7 +6,10 @@ math runs in the input dtype (float32 for half and bfloat16).
 """
 import torch
 
-PREDICTION_CODES = {"eps": 0, "x0": 1, "v": 2}
+from .config import CHOICES
+
+# the kernels' enum Prediction (csrc/diffusion_math.h): eps 0, x0 1, v 2
+PREDICTION_CODES = {name: code for code, name in enumerate(CHOICES["prediction"])}
 
 
 def _opmath(x):

@@ -59,10 +59,10 @@ def write_samples(x, y, settings: dict, out):
 
 
 def cmd_sample(args):
+    from .checkpoints import load_run
     from .data import NUM_CLASSES
     from .sampling import draw_class_samples, timesteps_for
     from .tracking import log_samples
-    from .training import load_run
 
     out = check_out_file(args.out, OUT_SUFFIXES)
     gif = None if args.trajectory is None else check_out_file(args.trajectory, (".gif",), "--trajectory")

@@ -125,7 +125,7 @@ class Tracker:
 
 def _resume(cfg: dict, run_dir) -> Tracker | None:
     """The W&B run of a finished training, resumed, or None where the training was not tracked."""
-    from .training import MODEL  # not at the top: training imports this module
+    from .checkpoints import MODEL  # not at the top: it imports torch
 
     run_dir = Path(run_dir)
     if cfg["wandb_mode"] == "disabled" or not (run_dir / ID_FILE).exists():

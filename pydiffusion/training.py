@@ -10,8 +10,8 @@ data order, t, eps and label dropout all come from generators whose states are c
 process at a time trains into a directory (a lock on out_dir/.lock).
 """
 import copy
+import logging
 import math
-import os
 import sys
 import time
 from pathlib import Path
@@ -20,30 +20,16 @@ import torch
 import yaml
 
 from . import metrics
+from .checkpoints import CHECKPOINT, MODEL, resume_state, save_checkpoint, set_threads
 from .config import ConfigError, validate
 from .data import load_mnist1d
-from .io import (
-    RunLock,
-    UnreadableFileError,
-    UnsafeFileError,
-    load_torch,
-    remove_stale_temporaries,
-    save_json,
-    save_text,
-    save_torch,
-)
+from .io import RunLock, remove_stale_temporaries, save_json, save_text, save_torch
 from .models import build_model, count_parameters
 from .paths import NoisePath
 from .tracking import Tracker
 from .trainers import build_trainer
 
-# keys that only affect evaluation, sampling, tracking or where the run executes: changing them
-# between a run and its resumption is allowed (not `epochs`: the LR schedule depends on it)
-RESUMABLE_CHANGES = {"device", "threads", "checkpoint_every", "eval_seed", "psnr_timesteps", "sampler", "sample_steps",
-                     "eta", "guidance", "n_samples", "wandb_mode", "wandb_entity", "wandb_project", "wandb_group",
-                     "wandb_name", "data_cache"}
-CHECKPOINT, PREVIOUS_CHECKPOINT, MODEL = "checkpoint.pt", "checkpoint.prev.pt", "model.pt"
-CHECKPOINT_KEYS = ("config", "model", "ema", "optimizer", "data_gen", "noise_gen", "history", "step", "epoch")
+logger = logging.getLogger(__name__)
 
 
 class TrainingError(RuntimeError):
@@ -58,12 +44,6 @@ def resolve_device(name: str) -> torch.device:
     return torch.device(name)
 
 
-def set_threads(cfg: dict):
-    """Use the config's intra-op thread count (float reductions, hence results, depend on it)."""
-    if cfg["threads"]:
-        torch.set_num_threads(cfg["threads"])
-
-
 def lr_at(step: int, total: int, warmup: int, base: float) -> float:
     """Linear warm-up to `base`, then cosine decay to 0 at `total`."""
     if step < warmup:
@@ -76,80 +56,6 @@ def ema_update(ema, model, decay: float, step: int):
     """EMA with warm-up: the effective decay grows from 0.1 so early averages are not stale."""
     d = min(decay, (1 + step) / (10 + step))
     torch._foreach_lerp_(list(ema.parameters()), list(model.parameters()), 1 - d)
-
-
-def _read_state(file: Path, keys, fix: str) -> dict:
-    state = load_torch(file, "run file", fix)
-    missing = [k for k in keys if not isinstance(state, dict) or k not in state]
-    if missing:
-        raise UnreadableFileError(f"run file {file} is not a pydiffusion {file.stem} (no {missing[0]!r}); {fix}")
-    return state
-
-
-def read_run(run_dir) -> dict:
-    """config, EMA weights, history and epoch of a run: model.pt once training has finished, else
-    the EMA of its newest checkpoint (so a run can be evaluated while it trains)."""
-    run_dir = Path(run_dir)
-    fix = f"retrain with `pydiffusion train --out {run_dir}`"
-    if (run_dir / MODEL).exists():
-        return _read_state(run_dir / MODEL, ("config", "ema", "history", "epoch"), fix)
-    for name in (CHECKPOINT, PREVIOUS_CHECKPOINT):
-        if (run_dir / name).exists():
-            return _read_state(run_dir / name, CHECKPOINT_KEYS, fix)
-    raise FileNotFoundError(f"{run_dir} holds no {MODEL} or {CHECKPOINT}; train first with "
-                            f"`pydiffusion train --out {run_dir}`")
-
-
-def load_run(run_dir):
-    """(ema_model, path, cfg) of a trained run, on the CPU, in eval mode, with the run's thread count."""
-    state = read_run(run_dir)
-    cfg = validate(state["config"])
-    set_threads(cfg)
-    model = build_model(cfg)
-    model.load_state_dict(state["ema"])
-    return model.eval(), NoisePath(cfg["noise"], cfg["T"], cfg["schedule"]), cfg
-
-
-def _changed_keys(saved: dict, cfg: dict) -> list:
-    return [k for k in sorted(set(cfg) - RESUMABLE_CHANGES) if saved.get(k) != cfg[k]]
-
-
-def _resume_state(out_dir: Path, cfg: dict, restart_on_config_change: bool, log):
-    """The newest readable checkpoint of this configuration, or None to train from scratch.
-
-    A broken checkpoint (truncated, empty, foreign) falls back to the one before it, with a
-    warning; one that holds code stops the run: someone wrote it on purpose."""
-    files = [out_dir / name for name in (CHECKPOINT, PREVIOUS_CHECKPOINT) if (out_dir / name).exists()]
-    broken = []
-    for file in files:
-        fix = f"delete it (and {PREVIOUS_CHECKPOINT}) to train {out_dir} from scratch"
-        try:
-            state = _read_state(file, CHECKPOINT_KEYS, fix)
-        except UnsafeFileError:
-            raise
-        except UnreadableFileError as e:
-            log(f"warning: {e}")
-            broken.append(file)
-            continue
-        changed = _changed_keys(state["config"], cfg)
-        if not changed:
-            if broken:
-                log(f"warning: resuming from {file.name} instead")
-            return state
-        key = changed[0]
-        if not restart_on_config_change:
-            raise ConfigError(f"config key {key!r} is {cfg[key]!r} but the checkpoint {file} was trained with "
-                              f"{state['config'].get(key)!r}; use a new --out directory or the original value")
-        log(f"the checkpoint in {out_dir} was trained with {key}={state['config'].get(key)!r}; starting over")
-        break
-    else:
-        if not broken:
-            return None
-        raise UnreadableFileError(f"no readable checkpoint in {out_dir} ({', '.join(f.name for f in broken)} broken); "
-                                  f"delete them to train from scratch")
-    for file in files:
-        file.unlink()
-    return None
 
 
 def _check_out_dir(out_dir: Path):
@@ -193,7 +99,7 @@ class _Progress:
             self.bar.close()
 
 
-def train(cfg: dict, out_dir, log=print, wait: bool = False, restart_on_config_change: bool = False,
+def train(cfg: dict, out_dir, log=logger.info, wait: bool = False, restart_on_config_change: bool = False,
           evaluate=None) -> dict:
     """Train one configuration into out_dir (resuming if it holds a checkpoint); returns the metrics.
 
@@ -201,7 +107,8 @@ def train(cfg: dict, out_dir, log=print, wait: bool = False, restart_on_config_c
     wait for it (then resume from its checkpoint) instead of failing. `restart_on_config_change`:
     a checkpoint of a different configuration is discarded instead of stopping the run.
     `evaluate(ema_model, path, cfg, (x, y, x_test, y_test), tracker)`: more evaluation of the final
-    model after metrics.json, with the run's W&B run still open (the workflow's sample quality)."""
+    model after metrics.json, with the run's W&B run still open (the workflow's sample quality).
+    `log` takes the progress lines, one string each (default: this module's logger)."""
     cfg = validate(cfg)
     out_dir = Path(out_dir)
     _check_out_dir(out_dir)
@@ -233,7 +140,7 @@ def _train_locked(cfg, out_dir, device, data, log, restart_on_config_change, eva
 
     ckpt_file = out_dir / CHECKPOINT
     history, step, start_epoch = [], 0, 0
-    ckpt = _resume_state(out_dir, cfg, restart_on_config_change, log)
+    ckpt = resume_state(out_dir, cfg, restart_on_config_change, log)
     if ckpt is not None:
         model.load_state_dict(ckpt["model"])
         ema.load_state_dict(ckpt["ema"])
@@ -249,13 +156,6 @@ def _train_locked(cfg, out_dir, device, data, log, restart_on_config_change, eva
     save_text(yaml.safe_dump(cfg, sort_keys=False), out_dir / "config.yaml")
     log(f"{cfg['model']} with {n_params:,} parameters; {cfg['training']} {cfg['loss']} on the {cfg['noise']} path, "
         f"{cfg['epochs']} epochs on {device}")
-
-    def checkpoint(epoch):
-        if ckpt_file.exists():  # kept until the new one is complete: a fallback if this one is ever damaged
-            os.replace(ckpt_file, out_dir / PREVIOUS_CHECKPOINT)
-        save_torch({"config": cfg, "model": model.state_dict(), "ema": ema.state_dict(), "optimizer": opt.state_dict(),
-                    "data_gen": data_gen.get_state(), "noise_gen": noise_gen.get_state(), "history": history,
-                    "step": step, "epoch": epoch}, ckpt_file)
 
     tracker = Tracker(cfg, out_dir)
     progress = _Progress(cfg["epochs"], start_epoch, log)
@@ -293,14 +193,17 @@ def _train_locked(cfg, out_dir, device, data, log, restart_on_config_change, eva
             tracker.log(rec, step=epoch + 1)
             progress.update(rec)
             if (epoch + 1) % cfg["checkpoint_every"] == 0 or epoch + 1 == cfg["epochs"]:
-                checkpoint(epoch + 1)
+                save_checkpoint({"config": cfg, "model": model.state_dict(), "ema": ema.state_dict(),
+                                 "optimizer": opt.state_dict(), "data_gen": data_gen.get_state(),
+                                 "noise_gen": noise_gen.get_state(), "history": history, "step": step,
+                                 "epoch": epoch + 1}, out_dir)
             save_json(history, out_dir / "history.json")
         save_torch({"config": cfg, "ema": ema.state_dict(), "history": history, "epoch": cfg["epochs"]}, out_dir / MODEL)
         result = evaluate_run(ema, path, cfg, history, x_test, y_test, n_params)
         save_json(result, out_dir / "metrics.json")
         tracker.summary(result)
         if evaluate is not None:
-            evaluate(ema.cpu().eval(), path, cfg, data, tracker)  # on the CPU, as `load_run` gives it
+            evaluate(ema.cpu().eval(), path, cfg, data, tracker)  # on the CPU, as checkpoints.load_run gives it
     finally:
         progress.close()
         tracker.finish()

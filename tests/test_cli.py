@@ -11,9 +11,10 @@ import yaml
 from PIL import Image
 
 from pydiffusion import cli
+from pydiffusion.checkpoints import load_run
 from pydiffusion.config import validate
 from pydiffusion.sampling import SAMPLERS, draw_class_samples
-from pydiffusion.training import load_run, train
+from pydiffusion.training import train
 
 PNG = b"\x89PNG\r\n\x1a\n"
 

@@ -1,10 +1,11 @@
-"""Every bad configuration is a one-line error naming the key, before any work starts."""
+"""Every bad configuration is a one-line error naming the key, before any work starts; every list of valid
+values is config.CHOICES."""
 import subprocess
 import sys
 
 import pytest
 
-from pydiffusion.config import DEFAULTS, ConfigError, load_config, parse_overrides, validate
+from pydiffusion.config import CHOICES, DEFAULTS, ConfigError, load_config, parse_overrides, validate
 
 BAD = [
     ({"T": 1}, "'T'.*>= 2"),
@@ -73,3 +74,31 @@ def test_cli_rejects_bad_config_before_any_work(tmp_path):
     assert r.returncode == 2
     assert r.stderr.strip() == "pydiffusion train: error: config key 'T' is 1; it must be an integer >= 2"
     assert not out.exists(), "nothing may be written for a bad config"
+
+
+def test_paths_kernels_and_cli_take_the_config_choices():
+    import argparse
+
+    from pydiffusion import reference
+    from pydiffusion.cli import build_parser
+    from pydiffusion.paths import NoisePath
+
+    for kind in CHOICES["noise"]:
+        for schedule in CHOICES["schedule"]:
+            NoisePath(kind, 4, schedule)
+    assert reference.PREDICTION_CODES == {"eps": 0, "x0": 1, "v": 2}, "the kernels' enum Prediction"
+    (commands,) = [a for a in build_parser()._actions if isinstance(a, argparse._SubParsersAction)]
+    (sampler,) = [a for a in commands.choices["sample"]._actions if a.dest == "sampler"]
+    assert tuple(sampler.choices) == CHOICES["sampler"]
+
+
+def test_the_workflow_schema_and_wildcards_take_exactly_the_config_choices(tmp_path):
+    from workflow_helpers import job_counts, snakemake
+
+    every = {axis: list(CHOICES[axis]) for axis in ("loss", "noise", "training")}
+    r = snakemake("-n", "--config", f"grid={every}", "seeds=1", f"results={tmp_path / 'out'}")
+    assert r.returncode == 0, r.stderr
+    assert job_counts(r.stdout)["train"] == len(every["loss"]) * len(every["noise"]) * len(every["training"])
+    r = snakemake("-n", "--config", "grid={loss: [l1], noise: [gaussian], training: [implicit]}",
+                  f"results={tmp_path / 'out'}")
+    assert r.returncode == 2 and f"grid.loss.0: 'l1' is not one of {list(CHOICES['loss'])}" in r.stderr, r.stderr

@@ -13,10 +13,10 @@ import yaml
 from PIL import Image
 from wandb.proto import wandb_internal_pb2
 
+from pydiffusion.checkpoints import RESUMABLE_CHANGES
 from pydiffusion.config import ConfigError, validate
 from pydiffusion.quality import Classifier, save_classifier
 from pydiffusion.tracking import Tracker, log_quality, resolve_mode
-from pydiffusion.training import RESUMABLE_CHANGES
 
 FAKE_KEY = "0123456789abcdef" * 2 + "01234567"  # 40 hex digits, the shape of a W&B API key
 

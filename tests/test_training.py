@@ -5,12 +5,13 @@ import pytest
 import torch
 
 from pydiffusion import losses, ops
+from pydiffusion.checkpoints import load_run
 from pydiffusion.config import validate
 from pydiffusion.data import load_mnist1d, prime_inverse
 from pydiffusion.models import build_model, count_parameters
 from pydiffusion.paths import NoisePath
 from pydiffusion.trainers import SemiImplicitTrainer, build_trainer
-from pydiffusion.training import TrainingError, load_run, lr_at, train
+from pydiffusion.training import TrainingError, lr_at, train
 
 
 def _quiet(_):

@@ -120,6 +120,7 @@ def test_local_profile_runs_the_smoke_grid(tmp_path):
     assert {(r["sampler"], r["steps"], r["guidance"]) for r in samplers} >= {
         ("ddpm", 20, 1.0), ("ddim", 5, 1.0), ("ddim", 20, 1.0), ("dpmpp_2m", 10, 1.0), ("ddim", 20, 0.0), ("ddim", 20, 3.0)}
     assert (out / "figures" / "trajectory.gif").read_bytes()[:6] == b"GIF89a"
+    assert "ddim steps=5 guidance=1.0: FD-1D" in (out / "logs" / "aggregate.log").read_text(), "progress in its log"
     rows = list(csv.DictReader((out / "summary.csv").open()))
     assert len(rows) == 2 and float(rows[0]["test_mse_mean"]) > 0
     for run in ("mse-gaussian-implicit", "mse-gaussian-semi_implicit"):

@@ -10,6 +10,7 @@ import yaml
 from snakemake.settings.types import DeploymentMethod
 
 from pydiffusion.config import (
+    CHOICES,
     DEFAULTS,
     TRAINING_PASSES,
     ConfigError,
@@ -70,6 +71,9 @@ except yaml.YAMLError as e:
 _schema = yaml.safe_load(
     (Path(workflow.basedir) / "workflow" / "schemas" / "config.schema.yaml").read_text()
 )
+# the grid's axes take the values pydiffusion.config.CHOICES lists (the schema names no values)
+for _axis, _prop in _schema["properties"]["grid"]["properties"].items():
+    _prop["items"]["enum"] = list(CHOICES[_axis])
 _error = jsonschema.exceptions.best_match(
     jsonschema.Draft202012Validator(_schema).iter_errors(config)
 )
@@ -154,7 +158,7 @@ if DeploymentMethod.APPTAINER not in workflow.deployment_settings.deployment_met
 
 
 wildcard_constraints:
-    loss="mse|kl",
-    noise="gaussian|convex",
-    training="implicit|semi_implicit|consistency",
+    loss="|".join(CHOICES["loss"]),
+    noise="|".join(CHOICES["noise"]),
+    training="|".join(CHOICES["training"]),
     seed=r"\d+",

@@ -1,4 +1,5 @@
-"""Snakemake script: aggregate every run of the grid into summary.json/csv, report.md and figures."""
+"""Snakemake script: aggregate every run of the grid into summary.json/csv, report.md and figures; its
+progress lines (the pydiffusion loggers) go to the rule's log: file."""
 import logging
 import sys
 

@@ -1,0 +1,110 @@
+"""A run directory's saved state: the checkpoint files training writes, resuming from them, and loading a
+trained run's EMA model back (from model.pt, or from the newest checkpoint while the run still trains).
+
+Which file holds what, and which of them are trusted on read: docs/architecture.md.
+"""
+import os
+from pathlib import Path
+
+import torch
+
+from .config import ConfigError, validate
+from .io import UnreadableFileError, UnsafeFileError, load_torch, save_torch
+from .models import build_model
+from .paths import NoisePath
+
+# keys that only affect evaluation, sampling, tracking or where the run executes: changing them
+# between a run and its resumption is allowed (not `epochs`: the LR schedule depends on it)
+RESUMABLE_CHANGES = {"device", "threads", "checkpoint_every", "eval_seed", "psnr_timesteps", "sampler", "sample_steps",
+                     "eta", "guidance", "n_samples", "wandb_mode", "wandb_entity", "wandb_project", "wandb_group",
+                     "wandb_name", "data_cache"}
+CHECKPOINT, PREVIOUS_CHECKPOINT, MODEL = "checkpoint.pt", "checkpoint.prev.pt", "model.pt"
+CHECKPOINT_KEYS = ("config", "model", "ema", "optimizer", "data_gen", "noise_gen", "history", "step", "epoch")
+
+
+def set_threads(cfg: dict):
+    """Use the config's intra-op thread count (float reductions, hence results, depend on it)."""
+    if cfg["threads"]:
+        torch.set_num_threads(cfg["threads"])
+
+
+def _read_state(file: Path, keys, fix: str) -> dict:
+    state = load_torch(file, "run file", fix)
+    missing = [k for k in keys if not isinstance(state, dict) or k not in state]
+    if missing:
+        raise UnreadableFileError(f"run file {file} is not a pydiffusion {file.stem} (no {missing[0]!r}); {fix}")
+    return state
+
+
+def read_run(run_dir) -> dict:
+    """config, EMA weights, history and epoch of a run: model.pt once training has finished, else
+    the EMA of its newest checkpoint (so a run can be evaluated while it trains)."""
+    run_dir = Path(run_dir)
+    fix = f"retrain with `pydiffusion train --out {run_dir}`"
+    if (run_dir / MODEL).exists():
+        return _read_state(run_dir / MODEL, ("config", "ema", "history", "epoch"), fix)
+    for name in (CHECKPOINT, PREVIOUS_CHECKPOINT):
+        if (run_dir / name).exists():
+            return _read_state(run_dir / name, CHECKPOINT_KEYS, fix)
+    raise FileNotFoundError(f"{run_dir} holds no {MODEL} or {CHECKPOINT}; train first with "
+                            f"`pydiffusion train --out {run_dir}`")
+
+
+def load_run(run_dir):
+    """(ema_model, path, cfg) of a trained run, on the CPU, in eval mode, with the run's thread count."""
+    state = read_run(run_dir)
+    cfg = validate(state["config"])
+    set_threads(cfg)
+    model = build_model(cfg)
+    model.load_state_dict(state["ema"])
+    return model.eval(), NoisePath(cfg["noise"], cfg["T"], cfg["schedule"]), cfg
+
+
+def save_checkpoint(state: dict, out_dir: Path):
+    """The resumable state (CHECKPOINT_KEYS) into out_dir/checkpoint.pt, atomically."""
+    if (out_dir / CHECKPOINT).exists():  # kept until the new one is complete: a fallback if this one is ever damaged
+        os.replace(out_dir / CHECKPOINT, out_dir / PREVIOUS_CHECKPOINT)
+    save_torch(state, out_dir / CHECKPOINT)
+
+
+def _changed_keys(saved: dict, cfg: dict) -> list:
+    return [k for k in sorted(set(cfg) - RESUMABLE_CHANGES) if saved.get(k) != cfg[k]]
+
+
+def resume_state(out_dir: Path, cfg: dict, restart_on_config_change: bool, log):
+    """The newest readable checkpoint of this configuration, or None to train from scratch; `log` gets
+    what happened (a line each).
+
+    A broken checkpoint (truncated, empty, foreign) falls back to the one before it, with a
+    warning; one that holds code stops the run: someone wrote it on purpose."""
+    files = [out_dir / name for name in (CHECKPOINT, PREVIOUS_CHECKPOINT) if (out_dir / name).exists()]
+    broken = []
+    for file in files:
+        fix = f"delete it (and {PREVIOUS_CHECKPOINT}) to train {out_dir} from scratch"
+        try:
+            state = _read_state(file, CHECKPOINT_KEYS, fix)
+        except UnsafeFileError:
+            raise
+        except UnreadableFileError as e:
+            log(f"warning: {e}")
+            broken.append(file)
+            continue
+        changed = _changed_keys(state["config"], cfg)
+        if not changed:
+            if broken:
+                log(f"warning: resuming from {file.name} instead")
+            return state
+        key = changed[0]
+        if not restart_on_config_change:
+            raise ConfigError(f"config key {key!r} is {cfg[key]!r} but the checkpoint {file} was trained with "
+                              f"{state['config'].get(key)!r}; use a new --out directory or the original value")
+        log(f"the checkpoint in {out_dir} was trained with {key}={state['config'].get(key)!r}; starting over")
+        break
+    else:
+        if not broken:
+            return None
+        raise UnreadableFileError(f"no readable checkpoint in {out_dir} ({', '.join(f.name for f in broken)} broken); "
+                                  f"delete them to train from scratch")
+    for file in files:
+        file.unlink()
+    return None

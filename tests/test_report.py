@@ -1,0 +1,121 @@
+"""The grid report from made-up runs (no training): the one metric table behind the report and the verdict,
+the per-class figure, and the aggregate job's log file."""
+import json
+import re
+import subprocess
+import sys
+
+import pytest
+import torch
+import yaml
+from conftest import TINY
+from workflow_helpers import ROOT
+
+from pydiffusion import grid_stats
+from pydiffusion.config import validate
+from pydiffusion.data import NUM_CLASSES
+from pydiffusion.figures import per_class_grid
+from pydiffusion.grid_stats import BETTER, HIGHER_IS_BETTER, METRICS, PAIRED_METRICS, VERDICT_METRICS, WORSE
+from pydiffusion.io import save_json, save_torch
+from pydiffusion.models import build_model
+from pydiffusion.quality import Classifier, save_classifier
+from pydiffusion.report import aggregate
+
+SELECTIONS = {"PAIRED_METRICS": PAIRED_METRICS, "VERDICT_METRICS": tuple(k for k, _ in VERDICT_METRICS),
+              "BAR_METRICS": grid_stats.BAR_METRICS, "DIFFERENCE_METRICS": grid_stats.DIFFERENCE_METRICS}
+
+
+def made_up_run(root, training, seed, offset=0.0, model=False):
+    """A run directory as training leaves it, with every metric of METRICS at 1 + offset + seed / 100 (so the
+    seeds differ and semi-implicit minus implicit is `offset` in every seed); model.pt holds untrained weights."""
+    run = root / f"mse-gaussian-{training}" / f"seed{seed}"
+    cfg = validate({**TINY, "training": training, "seed": seed, "epochs": 2})
+    run.mkdir(parents=True)
+    (run / "config.yaml").write_text(yaml.safe_dump(cfg))
+    values = {k: 1.0 + offset + seed / 100 for k in METRICS}
+    save_json({**{k: v for k, v in values.items() if not k.startswith(("fd_", "sample_", "coverage", "nn_"))},
+               "seed": seed, "epochs": 2, "n_params": 1000}, run / "metrics.json")
+    save_json({k: v for k, v in values.items() if k.startswith(("fd_", "sample_", "coverage", "nn_"))},
+              run / "quality.json")
+    save_json([{"epoch": e, "loss": 1.0 / e, "forward": 0.5 / e, "lr": 1e-3, "time_s": 1.0} for e in (1, 2)],
+              run / "history.json")
+    save_torch({"x": torch.randn(20, 40, generator=torch.Generator().manual_seed(seed)), "y": torch.arange(20) % 10},
+               run / "samples.pt")
+    if model:
+        torch.manual_seed(seed)
+        save_torch({"config": cfg, "ema": build_model(cfg).state_dict(), "history": [], "epoch": 2}, run / "model.pt")
+    return run
+
+
+def test_the_metric_table_is_the_one_list_of_metric_names():
+    assert set(HIGHER_IS_BETTER) == {k for k, (_, lower) in METRICS.items() if lower is False}
+    for name, keys in SELECTIONS.items():
+        assert set(keys) <= set(METRICS), f"{name} names a metric that METRICS does not describe"
+    assert all(METRICS[k][1] is not None for k in PAIRED_METRICS), "a paired difference needs a better direction"
+    assert dict(VERDICT_METRICS) == {k: METRICS[k][0] for k, _ in VERDICT_METRICS}
+
+
+def test_report_and_verdict_read_the_metric_table(tmp_path):
+    # semi-implicit is 0.5 higher on every metric, in each of three seeds: worse where lower is better
+    runs = [made_up_run(tmp_path / "runs", t, s, 0.5 if t == "semi_implicit" else 0.0)
+            for t in ("implicit", "semi_implicit") for s in range(3)]
+    aggregate(runs, tmp_path / "out")
+    report = (tmp_path / "out" / "report.md").read_text()
+
+    header = next(line for line in report.splitlines() if line.startswith("| configuration |"))
+    assert header == "| " + " | ".join(["configuration", "seeds", *METRICS]) + " |", "the table's columns, in order"
+    readings = dict(re.findall(r"^\| mse / gaussian \| (\w+) \|[^|]*\|[^|]*\| 3 \| ([^|]+) \|$", report, re.M))
+    assert list(readings) == list(PAIRED_METRICS)
+    for key, words in readings.items():
+        assert words == (WORSE if METRICS[key][1] else BETTER), key
+    for key, words in VERDICT_METRICS:
+        everywhere = "worse" if METRICS[key][1] else "better"
+        assert f"On {words}, semi-implicit training is {everywhere} in every loss x noise cell." in report
+
+    summary = json.loads((tmp_path / "out" / "summary.json").read_text())
+    assert set(summary["paired"][0]) == {"loss", "noise", "seeds", *PAIRED_METRICS}
+    assert summary["paired"][0]["fd_1d"]["diff"] == pytest.approx(0.5)
+    for name in ("loss_curves", "components", "metrics", "paired", "samples"):
+        assert (tmp_path / "out" / "figures" / f"{name}.png").stat().st_size > 5_000, name
+
+
+def test_per_class_figure_has_one_row_per_class_of_generated_and_real_signals(tmp_path):
+    per_class = 3
+    samples, y = torch.randn(NUM_CLASSES * per_class, 40), torch.arange(NUM_CLASSES * per_class) % NUM_CLASSES
+    x_real, y_real = torch.randn(200, 40), torch.arange(200) % NUM_CLASSES
+    fig = per_class_grid(samples, y, x_real, y_real, tmp_path / "per_class.png", per_class)
+    assert (tmp_path / "per_class.png").read_bytes()[:4] == b"\x89PNG"
+    panels = [ax for ax in fig.axes if ax.axison]
+    assert len(panels) == NUM_CLASSES * 2 * per_class, "one panel per signal"
+    assert all(len(ax.lines) == 1 for ax in panels), "one signal per panel"
+    rows = {ax.get_subplotspec().rowspan.start for ax in panels}
+    assert rows == set(range(NUM_CLASSES))
+    assert [ax.get_ylabel() for ax in fig.axes if ax.get_ylabel()] == [f"digit {d}" for d in range(NUM_CLASSES)]
+    assert {t.get_text() for t in fig.texts} == {"generated samples", "real test signals"}
+    colors = {ax.lines[0].get_color() for ax in panels}
+    assert len(colors) == 2, "the two kinds in two colours"
+
+
+def test_the_aggregate_job_writes_its_progress_to_its_log_file(tmp_path, data_cache):
+    run = made_up_run(tmp_path / "runs", "implicit", 0, model=True)
+    torch.manual_seed(0)
+    save_classifier(Classifier(width=8, features=8).eval(), 0.1, tmp_path / "classifier.pt")
+    log = tmp_path / "logs" / "aggregate.log"
+    log.parent.mkdir()
+    job = {"log": [str(log)], "params": {"runs": [str(run)], "results": str(tmp_path / "out"), "n": 30},
+           "input": {"classifier": [str(tmp_path / "classifier.pt")], "data": [str(data_cache)]}, "threads": 1}
+    # what Snakemake's `script:` does: run the script in a fresh Python with a `snakemake` object defined
+    driver = ("import json, runpy, sys, types\n"
+              "job = json.loads(sys.argv[1])\n"
+              "snakemake = types.SimpleNamespace(log=job['log'], threads=job['threads'],\n"
+              "    params=types.SimpleNamespace(**job['params']), input=types.SimpleNamespace(**job['input']))\n"
+              "runpy.run_path(sys.argv[2], init_globals={'snakemake': snakemake}, run_name='__main__')\n")
+    r = subprocess.run([sys.executable, "-c", driver, json.dumps(job), str(ROOT / "workflow" / "scripts" / "aggregate.py")],
+                       capture_output=True, text=True, timeout=600)
+    assert r.returncode == 0, r.stderr + log.read_text()
+    assert "FD-1D" not in r.stdout + r.stderr, "progress goes to the log file, not to the job's output"
+    lines = log.read_text().splitlines()
+    assert any(line.startswith("ddim steps=5 guidance=1.0: FD-1D") for line in lines), lines
+    assert any(line.startswith("comparing samplers on") for line in lines), lines
+    assert lines[-1] == f"wrote {tmp_path / 'out' / 'report.md'}, summary.json, summary.csv and figures/"
+    assert (tmp_path / "out" / "figures" / "best_per_class.png").exists()
