@@ -80,16 +80,17 @@ def flop_per_example(training, cfg_overrides=None):
     from torch.utils.flop_counter import FlopCounterMode
 
     from pydiffusion.config import validate
+    from pydiffusion.denoiser import Denoiser
     from pydiffusion.models import build_model
     from pydiffusion.paths import NoisePath
     from pydiffusion.trainers import build_trainer
 
     cfg = validate({**(cfg_overrides or {}), "training": training})
     model = build_model(cfg)
-    trainer = build_trainer(cfg, NoisePath(cfg["noise"], cfg["T"]))
+    trainer = build_trainer(cfg, Denoiser.from_config(model, NoisePath(cfg["noise"], cfg["T"]), cfg))
     x0, y = torch.randn(cfg["batch_size"], 40), torch.arange(cfg["batch_size"]) % 10
     with FlopCounterMode(display=False) as counter:
-        trainer(model, x0, y, torch.Generator().manual_seed(0))["loss"].backward()
+        trainer(x0, y, torch.Generator().manual_seed(0))["loss"].backward()
     return counter.get_total_flops() / cfg["batch_size"]
 
 

@@ -24,6 +24,7 @@ from pydiffusion import ops
 from pydiffusion.checkpoints import load_run
 from pydiffusion.classifier import load_classifier, save_classifier, train_classifier
 from pydiffusion.data import load_mnist1d
+from pydiffusion.denoiser import Denoiser
 from pydiffusion.io import save_json
 from pydiffusion.quality import compare_samplers
 
@@ -57,7 +58,8 @@ def main(argv=None):
     p.add_argument("--device", default="cpu", help="where the network runs (cpu or cuda)")
     p.add_argument("--out", help="JSON file (default bench/results/samplers-<run>-<device>-<host>.json)")
     args = p.parse_args(argv)
-    model, path, cfg = load_run(args.run)
+    denoiser, cfg = load_run(args.run)
+    path = denoiser.path
     torch.set_num_threads(args.threads)  # after load_run, which applies the run's own thread count
     data = load_mnist1d(cfg.get("data_cache"))
     cls_path = Path(args.classifier)
@@ -70,12 +72,12 @@ def main(argv=None):
         print(f"trained the reference classifier in {time.perf_counter() - t0:.0f} s; wrote {cls_path}")
     print(f"reference classifier: test accuracy {cls_acc:.4f} ({cls_path})")
 
-    model = model.to(args.device)
-    device_model = model
+    model = denoiser.model.to(args.device)
     if args.device != "cpu":  # samples come back to the CPU for the classifier
         def device_model(x, t, z, y):
             return model(x.to(args.device), t.to(args.device), z.to(args.device), y.to(args.device)).cpu()
-    rows = compare_samplers(device_model, path, cfg, classifier, data, n=args.n, seed=args.seed, log=lambda s: None)
+        denoiser = Denoiser.from_config(device_model, path, cfg)
+    rows = compare_samplers(denoiser, cfg, classifier, data, n=args.n, seed=args.seed, log=lambda s: None)
     print(f"run {args.run}: {cfg['loss']} {cfg['noise']} {cfg['training']}, T = {path.T}, "
           f"prediction {cfg['prediction']}, n = {args.n}, {args.threads} thread(s), {args.device}")
     print(table(rows))

@@ -17,10 +17,11 @@ import torch
 from pydiffusion import ops
 from pydiffusion.config import validate
 from pydiffusion.data import load_mnist1d
+from pydiffusion.denoiser import Denoiser
 from pydiffusion.io import save_json
 from pydiffusion.models import build_model, count_parameters
 from pydiffusion.paths import NoisePath
-from pydiffusion.sampling import guided, sample_ddim
+from pydiffusion.sampling import sample_ddim
 from pydiffusion.trainers import build_trainer
 
 TARGETS = {"implicit_ex_per_s_2threads": 1500, "semi_implicit_ratio": 1 / 3, "ddim20_s_per_1000": 4.0}
@@ -37,14 +38,14 @@ def train_throughput(training, x, y, steps, repeats):
     cfg = validate({"training": training})
     torch.manual_seed(0)
     model = build_model(cfg)
-    trainer = build_trainer(cfg, NoisePath(cfg["noise"], cfg["T"]))
+    trainer = build_trainer(cfg, Denoiser.from_config(model, NoisePath(cfg["noise"], cfg["T"]), cfg))
     opt = torch.optim.AdamW(model.parameters(), lr=cfg["lr"], fused=True)
     gen = torch.Generator().manual_seed(0)
     bs = cfg["batch_size"]
 
     def step(i):
         lo = (i * bs) % (x.shape[0] - bs)
-        loss = trainer(model, x[lo:lo + bs], y[lo:lo + bs], gen)["loss"]
+        loss = trainer(x[lo:lo + bs], y[lo:lo + bs], gen)["loss"]
         opt.zero_grad(set_to_none=True)
         loss.backward()
         torch.nn.utils.clip_grad_norm_(model.parameters(), cfg["grad_clip"])
@@ -67,13 +68,13 @@ def ddim_time(n, repeats):
     model = build_model(cfg).eval()
     path = NoisePath(cfg["noise"], cfg["T"])
     y = torch.arange(n) % 10
-    f = guided(model, y, 1.0)
+    f = Denoiser.from_config(model, path, cfg).guided(y, 1.0)
     x = torch.randn(n, 40, generator=torch.Generator().manual_seed(0))
-    sample_ddim(f, x, path, 20)
+    sample_ddim(f, x, 20)
     times = []
     for _ in range(repeats):
         t0 = time.perf_counter()
-        sample_ddim(f, x, path, 20)
+        sample_ddim(f, x, 20)
         times.append(time.perf_counter() - t0)
     return statistics.median(times)
 

@@ -9,6 +9,7 @@ from pathlib import Path
 import torch
 
 from .config import ConfigError, validate
+from .denoiser import Denoiser
 from .io import UnreadableFileError, UnsafeFileError, load_torch, save_torch
 from .models import build_model
 from .paths import NoisePath
@@ -51,13 +52,14 @@ def read_run(run_dir) -> dict:
 
 
 def load_run(run_dir):
-    """(ema_model, path, cfg) of a trained run, on the CPU, in eval mode, with the run's thread count."""
+    """(denoiser, cfg) of a trained run: its EMA network on the CPU, in eval mode, read through the run's
+    path and parameterisation; the run's thread count set."""
     state = read_run(run_dir)
     cfg = validate(state["config"])
     set_threads(cfg)
     model = build_model(cfg)
     model.load_state_dict(state["ema"])
-    return model.eval(), NoisePath(cfg["noise"], cfg["T"], cfg["schedule"]), cfg
+    return Denoiser.from_config(model.eval(), NoisePath(cfg["noise"], cfg["T"], cfg["schedule"]), cfg), cfg
 
 
 def save_checkpoint(state: dict, out_dir: Path):

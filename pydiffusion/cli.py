@@ -40,8 +40,8 @@ def cmd_train(args):
                               f"{args.samples}")
         classifier, _ = load_classifier(args.classifier)  # a bad file stops the run before any training
 
-        def evaluate(model, path, cfg, data, tracker):
-            _evaluate_samples(model, path, cfg, data, tracker, Path(args.out), classifier, args.quality_samples,
+        def evaluate(denoiser, cfg, data, tracker):
+            _evaluate_samples(denoiser, cfg, data, tracker, Path(args.out), classifier, args.quality_samples,
                               args.samples)
 
     metrics = train(cfg, args.out, wait=args.wait, restart_on_config_change=args.restart_on_config_change,
@@ -51,7 +51,7 @@ def cmd_train(args):
           f"in {metrics['train_time_s']:.1f} s; wrote {Path(args.out) / 'metrics.json'}")
 
 
-def _evaluate_samples(model, path, cfg, data, tracker, run_dir, classifier, n_quality, n_samples):
+def _evaluate_samples(denoiser, cfg, data, tracker, run_dir, classifier, n_quality, n_samples):
     """What `pydiffusion quality` and `pydiffusion sample` (with its defaults; n_samples None: the config's)
     write, into RUN/quality.json and RUN/samples.pt, in the training process: one process per grid job
     instead of three."""
@@ -59,14 +59,14 @@ def _evaluate_samples(model, path, cfg, data, tracker, run_dir, classifier, n_qu
     from .quality import evaluate_quality
     from .sampling import draw_class_samples
 
-    q = evaluate_quality(model, path, cfg, classifier, data, n=n_quality, seed=0)
+    q = evaluate_quality(denoiser, cfg, classifier, data, n=n_quality, seed=0)
     save_json(q, run_dir / "quality.json")
     tracker.summary(q)
-    settings = sample_command.sample_settings(cfg, path)
+    settings = sample_command.sample_settings(cfg, denoiser.path)
     n = cfg["n_samples"] if n_samples is None else n_samples
-    x, y = draw_class_samples(model, path, cfg, n, **settings, seed=0)
+    x, y = draw_class_samples(denoiser, n, **settings, seed=0)
     sample_command.write_samples(x, y, {**settings, "seed": 0}, run_dir / "samples.pt")
-    tracker.log_samples(x, y, model, path)
+    tracker.log_samples(x, y, denoiser)
     print(f"guided accuracy {q['sample_acc_guided']:.3f}, FD-1D {q['fd_1d']:.3f} (floor {q['fd_floor']:.3f}); "
           f"wrote {run_dir / 'quality.json'} and {run_dir / 'samples.pt'}")
 
@@ -79,10 +79,10 @@ def cmd_evaluate(args):
     from .training import evaluate_run
 
     out = check_out_file(args.out or Path(args.run) / "metrics.json", (".json",))
-    model, path, cfg = load_run(args.run)
+    denoiser, cfg = load_run(args.run)
     _, _, x_test, y_test = load_mnist1d(cfg["data_cache"])
     history = read_run(args.run)["history"]
-    metrics = evaluate_run(model, path, cfg, history, x_test, y_test, count_parameters(model))
+    metrics = evaluate_run(denoiser, cfg, history, x_test, y_test, count_parameters(denoiser.model))
     save_json(metrics, out)
     print(f"test_mse={metrics['test_mse']:.4f} test_kl={metrics['test_kl']:.4f}; wrote {out}")
 
@@ -128,9 +128,9 @@ def cmd_quality(args):
     check_out_file(args.out, (".json",))
     if args.n < 10 or not 0 <= args.seed < MAX_SEED:
         raise ConfigError(f"need --n >= 10 (samples per measurement) and --seed in [0, 2**63); got {args.n} and {args.seed}")
-    model, path, cfg = load_run(args.run)
+    denoiser, cfg = load_run(args.run)
     classifier, _ = load_classifier(args.classifier)
-    q = evaluate_quality(model, path, cfg, classifier, load_mnist1d(cfg["data_cache"]), n=args.n, seed=args.seed)
+    q = evaluate_quality(denoiser, cfg, classifier, load_mnist1d(cfg["data_cache"]), n=args.n, seed=args.seed)
     save_json(q, args.out)
     log_quality(cfg, args.run, q)
     print(f"guided accuracy {q['sample_acc_guided']:.3f}, FD-1D {q['fd_1d']:.3f} (floor {q['fd_floor']:.3f}), "

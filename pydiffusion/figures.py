@@ -123,14 +123,15 @@ def _samples_per_configuration(records, summary):
 
 # ---- one model ----------------------------------------------------------------------------------------------
 
-def model_figures(model, noise_path, cfg, data, samples_rows, fig_dir, per_class=4, seed=0):
+def model_figures(denoiser, cfg, data, samples_rows, fig_dir, per_class=4, seed=0):
     """The report's figures of one model (the best configuration's), into fig_dir; samples_rows are
     quality.compare_samplers's rows."""
     _, _, x_test, y_test = data
-    samples, labels = draw_class_samples(model, noise_path, cfg, NUM_CLASSES * per_class, seed=seed)
+    noise_path = denoiser.path
+    samples, labels = draw_class_samples(denoiser, NUM_CLASSES * per_class, "ddim", cfg["sample_steps"], seed=seed)
     per_class_grid(samples, labels, x_test, y_test, fig_dir / "best_per_class.png", per_class)
     digit = 3
-    traj = reverse_trajectory(model, noise_path, cfg, digit, seed)
+    traj = reverse_trajectory(denoiser, digit, seed)
     trajectory_png(traj, fig_dir / "trajectory.png")
     trajectory_gif(traj, timesteps_for(noise_path.T, noise_path.T), fig_dir / "trajectory.gif")
     forward_reverse(x_test[y_test == digit][0], traj, noise_path, fig_dir / "forward_reverse.png")
@@ -168,9 +169,9 @@ def per_class_grid(samples, y, x_real, y_real, path, per_class=4):
     return fig
 
 
-def reverse_trajectory(model, noise_path, cfg, digit=3, seed=0):
+def reverse_trajectory(denoiser, digit=3, seed=0):
     """[x_T, ..., x_0] of one class-conditional DDIM sample with every step."""
-    _, _, xs = draw_class_samples(model, noise_path, cfg, 1, steps=noise_path.T, seed=seed, label=digit, trajectory=True)
+    _, _, xs = draw_class_samples(denoiser, 1, "ddim", denoiser.path.T, seed=seed, label=digit, trajectory=True)
     return [x[0] for x in xs]
 
 

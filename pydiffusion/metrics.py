@@ -9,13 +9,14 @@ import torch
 
 from . import losses, ops
 from .data import prime_inverse
+from .denoiser import INVERSE
 
 
 @torch.no_grad()
-def test_metrics(model, path, x0, y, prediction="eps", clip=5.0, psnr_timesteps=(5, 10, 15), seed=1234,
-                 batch_size=1000):
-    """MSE (forward, inverse, mean), MAE, the full bound in nats/dim and denoising PSNR."""
-    model.eval()
+def held_out_metrics(denoiser, x0, y, psnr_timesteps=(5, 10, 15), seed=1234, batch_size=1000):
+    """MSE (forward, inverse, mean), MAE, the full bound in nats/dim and denoising PSNR of a denoiser."""
+    denoiser.model.eval()
+    path = denoiser.path
     gen = torch.Generator().manual_seed(seed)
     N, T = x0.shape[0], path.T
     t = torch.randint(1, T + 1, (N,), generator=gen)
@@ -24,11 +25,8 @@ def test_metrics(model, path, x0, y, prediction="eps", clip=5.0, psnr_timesteps=
     eps_psnr = torch.randn((len(psnr_timesteps),) + tuple(x0.shape), generator=gen)
     tables = losses.bound_tables(path)
     peak = (x0.max() - x0.min()).item()
-    device = next(model.parameters()).device
-
-    def x0_hat(x_t, tt, yb):
-        x = path.x0_from_output(model(x_t, tt, torch.zeros_like(tt), yb), x_t, tt, prediction)
-        return x.clamp(-clip, clip) if clip > 0 else x
+    device = next(denoiser.model.parameters()).device
+    x0_hat = denoiser.x0
 
     sums = {"sq_f": 0.0, "abs_f": 0.0, "sq_i": 0.0, "bound": 0.0, **{f"sq_{k}": 0.0 for k in psnr_timesteps}}
     for lo in range(0, N, batch_size):
@@ -37,7 +35,7 @@ def test_metrics(model, path, x0, y, prediction="eps", clip=5.0, psnr_timesteps=
         err = x0_hat(ops.q_sample(xb, eps[sl].to(device), tb, path), tb, yb) - xb
         sums["sq_f"] += err.pow(2).sum().item()
         sums["abs_f"] += err.abs().sum().item()
-        p_hat = model(xb, tb, torch.ones_like(tb), yb)
+        p_hat = denoiser(xb, tb, yb, INVERSE)
         sums["sq_i"] += (p_hat - prime_inverse(xb, yb)).pow(2).sum().item()
         bound = losses.prior_kl(xb, path)
         for k in range(1, T + 1):

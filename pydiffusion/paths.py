@@ -1,4 +1,5 @@
-"""Noise paths x_t = a_t * x0 + s_t * eps and their posteriors (docs/math.md#paths).
+"""Noise paths x_t = a_t * x0 + s_t * eps, their posteriors (docs/math.md#paths) and the read-out of
+the network parameterisations (docs/math.md#parameterisations).
 
 Coefficient tables are float64 tensors of length T+1 with a[0] = 1, s[0] = 0.
 """
@@ -23,6 +24,29 @@ def beta_schedule(schedule: str, T: int) -> torch.Tensor:
     else:
         raise ValueError(f"unknown schedule {schedule!r}; choose one of {CHOICES['schedule']}")
     return betas.clamp(max=0.999)
+
+
+def x0_from_output(out, x_t, a, s, prediction: str):
+    """x0_hat (unclamped) from the output of an eps, x0 or v network at x_t; a = a_t, s = s_t broadcast
+    against x_t (docs/math.md#parameterisations; the kernels' predict_x0 in csrc/diffusion_math.h)."""
+    if prediction == "eps":
+        return (x_t - s * out) / a
+    if prediction == "x0":
+        return out
+    if prediction == "v":
+        return (a * x_t - s * out) / (a * a + s * s)
+    raise ValueError(f"unknown prediction {prediction!r}; choose one of {CHOICES['prediction']}")
+
+
+def output_target(x0, eps, a, s, prediction: str):
+    """What an eps, x0 or v network should output at x_t = a x0 + s eps."""
+    if prediction == "eps":
+        return eps
+    if prediction == "x0":
+        return x0
+    if prediction == "v":
+        return a * eps - s * x0
+    raise ValueError(f"unknown prediction {prediction!r}; choose one of {CHOICES['prediction']}")
 
 
 class NoisePath:
@@ -55,28 +79,6 @@ class NoisePath:
         a_ts = a_t / a_s
         var_ts = s_t**2 - a_ts**2 * s_s**2
         return a_ts * s_s**2 / s_t**2, a_s * var_ts / s_t**2, var_ts * s_s**2 / s_t**2
-
-    def x0_from_output(self, out, x_t, t, prediction: str):
-        """x0_hat read from the network output under a parameterisation (unclamped)."""
-        a, s = self.coef(t, x_t)
-        if prediction == "eps":
-            return (x_t - s * out) / a
-        if prediction == "x0":
-            return out
-        if prediction == "v":
-            return (a * x_t - s * out) / (a**2 + s**2)
-        raise ValueError(f"unknown prediction {prediction!r}; choose one of {CHOICES['prediction']}")
-
-    def target(self, x0, eps, t, prediction: str):
-        """What the network should output at x_t = a_t x0 + s_t eps."""
-        if prediction == "eps":
-            return eps
-        if prediction == "x0":
-            return x0
-        if prediction == "v":
-            a, s = self.coef(t, x0)
-            return a * eps - s * x0
-        raise ValueError(f"unknown prediction {prediction!r}; choose one of {CHOICES['prediction']}")
 
     def coef(self, t, like: torch.Tensor):
         """a_t, s_t gathered per sample and shaped to broadcast against `like` [B, ...]."""

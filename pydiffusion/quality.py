@@ -99,9 +99,9 @@ def sample_quality(classifier, x, y, x_test, feat_test=None):
             "coverage_entropy": class_entropy(pred)}
 
 
-def evaluate_quality(model, path, cfg, classifier, data, n=1000, seed=0, sampler="ddim", steps=None, guidance=None,
+def evaluate_quality(denoiser, cfg, classifier, data, n=1000, seed=0, sampler="ddim", steps=None, guidance=None,
                      eta=0.0):
-    """The quality metrics of one trained model (pass its EMA weights), as a dict of floats:
+    """The quality metrics of one trained denoiser (of the EMA weights), as a dict of floats:
 
     sample_acc_guided    the classifier's accuracy on n class-conditional samples (labels 0..9 in
                          turn, guidance `guidance`, default the run's, 1 if that is 0) judged as their label
@@ -117,10 +117,11 @@ def evaluate_quality(model, path, cfg, classifier, data, n=1000, seed=0, sampler
     """
     x, _, x_test, _ = data
     g = guidance if guidance is not None else (cfg["guidance"] or 1.0)
+    steps = steps or cfg["sample_steps"]
     feat_test = features(classifier, x_test)
-    samples, y = draw_class_samples(model, path, cfg, n, sampler, steps, eta, g, seed, noise_seed=seed + 7)
+    samples, y = draw_class_samples(denoiser, n, sampler, steps, eta, g, seed, noise_seed=seed + 7)
     guided_q = sample_quality(classifier, samples, y, x_test, feat_test)
-    uncond, _ = draw_class_samples(model, path, cfg, n, sampler, steps, eta, 0.0, seed + 1, noise_seed=seed + 7)
+    uncond, _ = draw_class_samples(denoiser, n, sampler, steps, eta, 0.0, seed + 1, noise_seed=seed + 7)
     uncond_q = sample_quality(classifier, uncond, y, x_test, feat_test)
     floor = fd_floor(classifier, x, x_test, n, seed, feat_test)
     return {
@@ -145,7 +146,7 @@ def sampler_settings(T, sample_steps):
     return settings
 
 
-def compare_samplers(model, path, cfg, classifier, data, n=1000, seed=0, log=logger.info, settings=None):
+def compare_samplers(denoiser, cfg, classifier, data, n=1000, seed=0, log=logger.info, settings=None):
     """Quality and time per 1,000 samples of each (name, steps, guidance) in `settings` (default
     `sampler_settings`): the same starting noise for every row, guided accuracy (None for
     guidance 0), FD-1D, its floor, coverage entropy and the number of network evaluations."""
@@ -153,10 +154,11 @@ def compare_samplers(model, path, cfg, classifier, data, n=1000, seed=0, log=log
     feat_test = features(classifier, x_test)
     floor = fd_floor(classifier, x, x_test, n, seed, feat_test)
     rows = []
-    for name, steps, guidance in settings or sampler_settings(path.T, cfg["sample_steps"]):
-        steps, _ = steps_and_eta(name, steps, 0.0, path.T)
+    T = denoiser.path.T
+    for name, steps, guidance in settings or sampler_settings(T, cfg["sample_steps"]):
+        steps, _ = steps_and_eta(name, steps, 0.0, T)
         t0 = time.perf_counter()
-        samples, y = draw_class_samples(model, path, cfg, n, name, steps, 0.0, guidance, seed, noise_seed=seed + 7)
+        samples, y = draw_class_samples(denoiser, n, name, steps, 0.0, guidance, seed, noise_seed=seed + 7)
         seconds = time.perf_counter() - t0
         q = sample_quality(classifier, samples, y, x_test, feat_test)
         row = {"sampler": name, "steps": steps, "guidance": guidance,

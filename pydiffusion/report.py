@@ -161,11 +161,11 @@ def best_model_samplers(records, best, out_dir, classifier, data_cache, n):
 
     run = next(r for r in sorted(records, key=lambda r: r["seed"]) if config_name(r) == best)["run"]
     logger.info(f"comparing samplers on {run}")
-    model, path, cfg = load_run(run)
+    denoiser, cfg = load_run(run)
     data = load_mnist1d(data_cache)
-    rows = compare_samplers(model, path, cfg, load_classifier(classifier)[0], data, n=n)
+    rows = compare_samplers(denoiser, cfg, load_classifier(classifier)[0], data, n=n)
     save_json({"run": run, "samplers": rows}, out_dir / "samplers.json")
-    model_figures(model, path, cfg, data, rows, out_dir / "figures")
+    model_figures(denoiser, cfg, data, rows, out_dir / "figures")
     return rows
 
 

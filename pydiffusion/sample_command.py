@@ -72,7 +72,8 @@ def cmd_sample(args):
             check_option(flag, key, value)
     if args.label is not None and not 0 <= args.label < NUM_CLASSES:
         raise ConfigError(f"--class is {args.label}; it must be a class in 0..{NUM_CLASSES - 1}")
-    model, path, cfg = load_run(args.run)
+    denoiser, cfg = load_run(args.run)
+    path = denoiser.path
     settings = sample_settings(cfg, path, args.sampler, args.steps, args.eta, args.guidance)
     if args.label is not None and settings["guidance"] == 0:
         raise ConfigError(f"--class {args.label} needs guidance > 0 (guidance 0 draws unconditional samples); "
@@ -80,13 +81,13 @@ def cmd_sample(args):
     n = cfg["n_samples"] if args.n is None else args.n
     t0 = time.perf_counter()
     # the trajectory is (steps + 1) copies of x, small beside the model; only --trajectory writes it
-    x, y, xs = draw_class_samples(model, path, cfg, n, **settings, seed=args.seed, label=args.label, trajectory=True)
+    x, y, xs = draw_class_samples(denoiser, n, **settings, seed=args.seed, label=args.label, trajectory=True)
     dt = time.perf_counter() - t0
     write_samples(x, y, {**settings, "seed": args.seed}, out)
     if gif is not None:
         from .figures import trajectory_gif
 
         trajectory_gif([x_t[0] for x_t in xs], timesteps_for(path.T, settings["steps"]), gif)
-    log_samples(cfg, args.run, x, y, model, path)
+    log_samples(cfg, args.run, x, y, denoiser)
     print(f"{n} samples ({settings['sampler']}, {settings['steps']} steps, guidance {settings['guidance']}) in "
           f"{dt:.2f} s; wrote {out}{'' if gif is None else f' and {gif}'}")

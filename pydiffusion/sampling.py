@@ -1,37 +1,18 @@
-"""Samplers with one signature over a denoiser f(x_t, t) -> network output, and drawing samples of a model.
+"""Samplers with one signature over a guided denoiser, and drawing samples of a model.
 
-Every sampler is `sample_<name>(f, x, path, steps, prediction, clip, eta, generator, trajectory)`, from
-x = x_T to x_0 (as k-diffusion's `sample_x(model, x, sigmas)`); `SAMPLERS` names them. DDIM and DDPM step
-through `ops.posterior_step`: DDPM is all T steps with eta = 1, DDIM a respaced subsequence with any eta.
-`guided(model, y, guidance)` turns the network into such a denoiser (classifier-free guidance), and
-`draw_class_samples` is the one way to draw class-conditional samples of a trained model.
+Every sampler is `sample_<name>(denoiser, x, steps, eta, generator, trajectory)`, from x = x_T to x_0 (as
+k-diffusion's `sample_x(model, x, sigmas)`), where `denoiser` is a `denoiser.GuidedDenoiser` (the network
+for fixed labels and guidance, with its path and parameterisation); `SAMPLERS` names them. DDIM and DDPM
+step through the fused `ops.posterior_step`: DDPM is all T steps with eta = 1, DDIM a respaced subsequence
+with any eta. `draw_class_samples` is the one way to draw class-conditional samples of a trained model.
 """
 import math
 
 import torch
 
-from . import ops
 from .data import NUM_CLASSES, SIGNAL_LENGTH
+from .denoiser import Denoiser
 from .models import NULL_LABEL
-from .paths import NoisePath
-
-
-def guided(model, y: torch.Tensor, guidance: float = 1.0, z: int = 0):
-    """Denoiser f(x, t) for labels y: out_u + g * (out_c - out_u); g = 1 is one conditional pass,
-    g = 0 one unconditional pass."""
-    null = torch.full_like(y, NULL_LABEL)
-
-    def f(x, t: int):
-        tt = torch.full_like(y, t)
-        zz = torch.full_like(y, z)
-        if guidance == 1:
-            return model(x, tt, zz, y)
-        if guidance == 0:
-            return model(x, tt, zz, null)
-        out_c, out_u = model(torch.cat([x, x]), torch.cat([tt, tt]), torch.cat([zz, zz]), torch.cat([y, null])).chunk(2)
-        return out_u + guidance * (out_c - out_u)
-
-    return f
 
 
 def timesteps_for(T: int, steps: int) -> list:
@@ -42,42 +23,38 @@ def timesteps_for(T: int, steps: int) -> list:
 
 
 @torch.no_grad()
-def sample_ddim(f, x, path: NoisePath, steps: int, prediction: str = "eps", clip: float = 5.0, eta: float = 0.0,
-                generator=None, trajectory: bool = False):
+def sample_ddim(denoiser, x, steps: int, eta: float = 0.0, generator=None, trajectory: bool = False):
     """DDIM (eta = 0) to DDPM-like (eta = 1) sampling from x = x_T ~ N(0, I) over `steps` respaced steps;
     with eta > 0, one normal draw [B, L] from `generator` per step.
 
     Returns x_0, or (x_0, [x_T, ..., x_0]) when `trajectory` is true.
     """
-    ts = timesteps_for(path.T, steps)
+    ts = timesteps_for(denoiser.path.T, steps)
     xs = [x]
     for t, s in zip(ts[:-1], ts[1:]):
         z = torch.randn(x.shape, generator=generator, device=x.device, dtype=x.dtype) if eta > 0 else torch.zeros_like(x)
-        x, _ = ops.posterior_step(x, f(x, t), t, s, path, z, eta, prediction, clip)
+        x, _ = denoiser.step(x, t, s, z, eta)
         xs.append(x)
     return (x, xs) if trajectory else x
 
 
-def sample_ddpm(f, x, path: NoisePath, steps: int, prediction: str = "eps", clip: float = 5.0, eta: float = 0.0,
-                generator=None, trajectory: bool = False):
+def sample_ddpm(denoiser, x, steps: int, eta: float = 0.0, generator=None, trajectory: bool = False):
     """DDPM ancestral sampling: every step t -> t-1 with the fixed small variance, that is DDIM with eta = 1
     over all T steps; `steps` and `eta` are ignored."""
-    return sample_ddim(f, x, path, path.T, prediction, clip, 1.0, generator, trajectory)
+    return sample_ddim(denoiser, x, denoiser.path.T, 1.0, generator, trajectory)
 
 
 @torch.no_grad()
-def sample_dpmpp_2m(f, x, path: NoisePath, steps: int, prediction: str = "eps", clip: float = 5.0, eta: float = 0.0,
-                    generator=None, trajectory: bool = False):
+def sample_dpmpp_2m(denoiser, x, steps: int, eta: float = 0.0, generator=None, trajectory: bool = False):
     """DPM-Solver++(2M) (Lu et al. 2022): a second-order multistep solver of the probability-flow
     ODE in log-SNR time lambda = log(a / s), on the data prediction x0_hat. Its first-order step is
     exactly DDIM (eta = 0); the last step returns x0_hat. Deterministic: `eta` and `generator` are ignored."""
+    path = denoiser.path
     ts = timesteps_for(path.T, steps)
     lam = (path.a / path.s).log()
     xs, x0_prev, h_prev = [x], None, None
     for t, s in zip(ts[:-1], ts[1:]):
-        tt = torch.full((x.shape[0],), t, device=x.device)
-        x0 = path.x0_from_output(f(x, t), x, tt, prediction)
-        x0 = x0.clamp(-clip, clip) if clip > 0 else x0
+        x0 = denoiser.x0(x, t)
         if s == 0:
             x = x0
         else:
@@ -104,12 +81,12 @@ def steps_and_eta(sampler: str, steps: int, eta: float, T: int) -> tuple:
 
 
 @torch.no_grad()
-def draw_class_samples(model, path: NoisePath, cfg: dict, n: int, sampler: str = "ddim", steps=None, eta: float = 0.0,
-                       guidance: float = 1.0, seed: int = 0, label=None, noise_seed=None, trajectory: bool = False):
-    """n samples of a run's model with the sampler `sampler` (a name in SAMPLERS; `steps` default the run's
-    sample_steps). Labels 0..9 in turn, or all `label`; all the null label when guidance is 0. x_T comes from a
-    generator seeded with `seed`; the sampler's noise continues that generator, or, given `noise_seed`, comes
-    from a second generator seeded with it (what the quality measurements use).
+def draw_class_samples(denoiser: Denoiser, n: int, sampler: str, steps: int, eta: float = 0.0, guidance: float = 1.0,
+                       seed: int = 0, label=None, noise_seed=None, trajectory: bool = False):
+    """n samples of a denoiser with the sampler `sampler` (a name in SAMPLERS). Labels 0..9 in turn, or all
+    `label`; all the null label when guidance is 0. x_T comes from a generator seeded with `seed`; the
+    sampler's noise continues that generator, or, given `noise_seed`, comes from a second generator seeded
+    with it (what the quality measurements use).
 
     Returns (x [n, L], y [n]), and the trajectory [x_T, ..., x_0] as a third item when `trajectory` is true.
     """
@@ -122,6 +99,5 @@ def draw_class_samples(model, path: NoisePath, cfg: dict, n: int, sampler: str =
         y = torch.full((n,), label)
     x_T = torch.randn((n, SIGNAL_LENGTH), generator=gen)
     noise_gen = gen if noise_seed is None else torch.Generator().manual_seed(noise_seed)
-    out = SAMPLERS[sampler](guided(model, y, guidance), x_T, path, steps or cfg["sample_steps"], cfg["prediction"],
-                            cfg["clip"], eta, noise_gen, trajectory)
+    out = SAMPLERS[sampler](denoiser.guided(y, guidance), x_T, steps, eta, noise_gen, trajectory)
     return (out[0], y, out[1]) if trajectory else (out, y)

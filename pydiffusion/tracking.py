@@ -103,7 +103,7 @@ class Tracker:
         if self.run is not None:
             self.run.summary.update({k: v for k, v in values.items() if k not in self.cfg})
 
-    def log_samples(self, x, y, model, path):
+    def log_samples(self, x, y, denoiser):
         """A figure of the samples x [N, 40] with labels y and a GIF of one reverse trajectory, at the
         final epoch."""
         if self.run is None:
@@ -112,7 +112,7 @@ class Tracker:
 
         cfg = self.cfg
         media = {"samples": wandb.Image(samples_figure(x, y), caption="samples per class"),
-                 "trajectory": wandb.Video(trajectory_gif(model, path, cfg, int(y[0])), format="gif",
+                 "trajectory": wandb.Video(trajectory_gif(denoiser, cfg, int(y[0])), format="gif",
                                            caption=f"one DDIM sample, {cfg['sample_steps']} steps, x_T to x_0")}
         # W&B's steps only go up: offline, an init starts counting at 0 again
         self.run.log({**media, "epoch": cfg["epochs"]}, step=max(self.run.step, cfg["epochs"] + 1))
@@ -148,14 +148,14 @@ def log_quality(cfg: dict, run_dir, quality: dict):
         tracker.finish()
 
 
-def log_samples(cfg: dict, run_dir, x, y, model, path):
+def log_samples(cfg: dict, run_dir, x, y, denoiser):
     """Add to the run's W&B run a figure of the samples x [N, 40] with labels y (`pydiffusion sample`)
     and a GIF of one reverse trajectory. They go in at the final epoch."""
     tracker = _resume(cfg, run_dir)
     if tracker is None:
         return
     try:
-        tracker.log_samples(x, y, model, path)
+        tracker.log_samples(x, y, denoiser)
     finally:
         tracker.finish()
 
@@ -193,14 +193,15 @@ def samples_figure(x, y, per_class=4):
     return _pixels(canvas)
 
 
-def trajectory_gif(model, path, cfg, label, seed=0):
+def trajectory_gif(denoiser, cfg, label, seed=0):
     """An animated GIF (in memory) of one DDIM sample of `label`, x_T to x_0, the run's sample_steps."""
     import torch
     from PIL import Image
 
     from .sampling import draw_class_samples, timesteps_for
 
-    _, _, xs = draw_class_samples(model, path, cfg, 1, seed=seed, label=label, trajectory=True)
+    path = denoiser.path
+    _, _, xs = draw_class_samples(denoiser, 1, "ddim", cfg["sample_steps"], seed=seed, label=label, trajectory=True)
     fig, canvas = _canvas((6, 3))
     ax = fig.subplots()
     (line,) = ax.plot(xs[0][0].numpy())

@@ -23,6 +23,7 @@ from . import metrics
 from .checkpoints import CHECKPOINT, MODEL, resume_state, save_checkpoint, set_threads
 from .config import ConfigError, validate
 from .data import load_mnist1d
+from .denoiser import Denoiser
 from .io import RunLock, remove_stale_temporaries, save_json, save_text, save_torch
 from .models import build_model, count_parameters
 from .paths import NoisePath
@@ -106,7 +107,7 @@ def train(cfg: dict, out_dir, log=logger.info, wait: bool = False, restart_on_co
     Every check runs before anything is written. `wait`: if another process trains into out_dir,
     wait for it (then resume from its checkpoint) instead of failing. `restart_on_config_change`:
     a checkpoint of a different configuration is discarded instead of stopping the run.
-    `evaluate(ema_model, path, cfg, (x, y, x_test, y_test), tracker)`: more evaluation of the final
+    `evaluate(ema_denoiser, cfg, (x, y, x_test, y_test), tracker)`: more evaluation of the final
     model after metrics.json, with the run's W&B run still open (the workflow's sample quality).
     `log` takes the progress lines, one string each (default: this module's logger)."""
     cfg = validate(cfg)
@@ -126,10 +127,9 @@ def train(cfg: dict, out_dir, log=logger.info, wait: bool = False, restart_on_co
 def _train_locked(cfg, out_dir, device, data, log, restart_on_config_change, evaluate) -> dict:
     x, y, x_test, y_test = data
     path = NoisePath(cfg["noise"], cfg["T"], cfg["schedule"])
-    trainer = build_trainer(cfg, path)
-
     torch.manual_seed(cfg["seed"])
     model = build_model(cfg).to(device)
+    trainer = build_trainer(cfg, Denoiser.from_config(model, path, cfg))
     ema = copy.deepcopy(model).requires_grad_(False)
     opt = torch.optim.AdamW(model.parameters(), lr=cfg["lr"], weight_decay=cfg["weight_decay"], fused=device.type in ("cpu", "cuda"))
     data_gen = torch.Generator().manual_seed(cfg["seed"])
@@ -169,7 +169,7 @@ def _train_locked(cfg, out_dir, device, data, log, restart_on_config_change, eva
             for micro in range(steps_per_epoch * cfg["accum_steps"]):
                 idx = perm[micro * cfg["batch_size"]:(micro + 1) * cfg["batch_size"]]
                 with torch.autocast(device.type, dtype=torch.bfloat16, enabled=device.type == "cuda"):
-                    parts = trainer(model, x_dev[idx], y_dev[idx], noise_gen)
+                    parts = trainer(x_dev[idx], y_dev[idx], noise_gen)
                 if not torch.isfinite(parts["loss"]):
                     raise TrainingError(f"non-finite loss {parts['loss'].item()} at epoch {epoch + 1}, step {step + 1}; "
                                         f"the last good checkpoint is {ckpt_file if ckpt_file.exists() else 'none'} "
@@ -199,21 +199,20 @@ def _train_locked(cfg, out_dir, device, data, log, restart_on_config_change, eva
                                  "epoch": epoch + 1}, out_dir)
             save_json(history, out_dir / "history.json")
         save_torch({"config": cfg, "ema": ema.state_dict(), "history": history, "epoch": cfg["epochs"]}, out_dir / MODEL)
-        result = evaluate_run(ema, path, cfg, history, x_test, y_test, n_params)
+        result = evaluate_run(Denoiser.from_config(ema, path, cfg), cfg, history, x_test, y_test, n_params)
         save_json(result, out_dir / "metrics.json")
         tracker.summary(result)
         if evaluate is not None:
-            evaluate(ema.cpu().eval(), path, cfg, data, tracker)  # on the CPU, as checkpoints.load_run gives it
+            evaluate(Denoiser.from_config(ema.cpu().eval(), path, cfg), cfg, data, tracker)  # on the CPU, as checkpoints.load_run gives it
     finally:
         progress.close()
         tracker.finish()
     return result
 
 
-def evaluate_run(model, path, cfg, history, x_test, y_test, n_params) -> dict:
-    """metrics.json: test metrics of the EMA model, convergence figures, wall time, size."""
-    out = metrics.test_metrics(model, path, x_test, y_test, cfg["prediction"], cfg["clip"], cfg["psnr_timesteps"],
-                               cfg["eval_seed"])
+def evaluate_run(denoiser, cfg, history, x_test, y_test, n_params) -> dict:
+    """metrics.json: test metrics of the EMA denoiser, convergence figures, wall time, size."""
+    out = metrics.held_out_metrics(denoiser, x_test, y_test, cfg["psnr_timesteps"], cfg["eval_seed"])
     out.update(metrics.convergence([h["loss"] for h in history]))
     out["train_time_s"] = sum(h["time_s"] for h in history)
     out["n_params"] = n_params

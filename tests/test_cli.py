@@ -157,8 +157,8 @@ def test_sample_defaults_come_from_the_run_config(sampled_run, tmp_path, main):
     s = torch.load(tmp_path / "s.pt", weights_only=True)
     assert {k: s[k] for k in ("sampler", "steps", "eta", "guidance", "seed")} == {
         "sampler": "dpmpp_2m", "steps": 5, "eta": 0.0, "guidance": 2.0, "seed": 0}
-    model, path, cfg = load_run(sampled_run)
-    x, y = draw_class_samples(model, path, cfg, 20, "dpmpp_2m", 5, 0.0, 2.0, seed=0)
+    denoiser, _ = load_run(sampled_run)
+    x, y = draw_class_samples(denoiser, 20, "dpmpp_2m", 5, 0.0, 2.0, seed=0)
     assert torch.equal(s["x"], x) and torch.equal(s["y"], y) and x.shape == (20, 40)
 
 

@@ -5,6 +5,7 @@ import pytest
 import torch
 
 from pydiffusion.config import TRAINING_PASSES, validate
+from pydiffusion.denoiser import Denoiser
 from pydiffusion.paths import NoisePath
 from pydiffusion.progress import GridProgress, format_duration
 from pydiffusion.trainers import build_trainer
@@ -53,5 +54,5 @@ def test_training_passes_are_the_network_passes_of_each_trainer(training):
         return x * torch.ones((), requires_grad=True)
 
     x0 = torch.randn(8, 40)
-    build_trainer(cfg, NoisePath(cfg["noise"], cfg["T"]))(model, x0, torch.arange(8) % 10, torch.Generator())
+    build_trainer(cfg, Denoiser(model, NoisePath(cfg["noise"], cfg["T"])))(x0, torch.arange(8) % 10, torch.Generator())
     assert sum(seen) == TRAINING_PASSES[training] * 8

@@ -2,11 +2,13 @@
 import subprocess
 import sys
 
+import gaussian_data
 import pytest
 import torch
 
 from pydiffusion.config import validate
 from pydiffusion.data import load_mnist1d
+from pydiffusion.denoiser import Denoiser
 from pydiffusion.models import build_model
 from pydiffusion.paths import NoisePath
 from pydiffusion.quality import (
@@ -75,39 +77,31 @@ def tiny_model():
     m = build_model(cfg)
     for p in m.parameters():
         torch.nn.init.normal_(p, std=0.1)
-    return m.eval(), NoisePath("gaussian", 20), cfg
+    return Denoiser.from_config(m.eval(), NoisePath("gaussian", 20), cfg), cfg
 
 
 @pytest.mark.parametrize("sampler", ["ddim", "dpmpp_2m"])
 def test_samplers_are_deterministic_with_a_seed(tiny_model, sampler):
-    model, path, cfg = tiny_model
-    a, ya = draw_class_samples(model, path, cfg, 20, sampler, steps=10, seed=3)
-    b, yb = draw_class_samples(model, path, cfg, 20, sampler, steps=10, seed=3)
-    c, _ = draw_class_samples(model, path, cfg, 20, sampler, steps=10, seed=4)
+    denoiser, _ = tiny_model
+    a, ya = draw_class_samples(denoiser, 20, sampler, steps=10, seed=3)
+    b, yb = draw_class_samples(denoiser, 20, sampler, steps=10, seed=3)
+    c, _ = draw_class_samples(denoiser, 20, sampler, steps=10, seed=4)
     assert torch.equal(a, b) and torch.equal(ya, yb) and not torch.equal(a, c)
-
-
-def _gaussian_data_denoiser(path, mu=1.5, sig=0.5):
-    """The exact x0 predictor E[x0 | x_t] for data ~ N(mu, sig^2) per dimension."""
-    def f(x, t):
-        a, s = path.a[t].item(), path.s[t].item()
-        return mu + a * sig**2 / (a * a * sig**2 + s * s) * (x - a * mu)
-    return f
 
 
 @pytest.mark.parametrize("kind", ["gaussian", "convex"])
 def test_dpmpp_2m_and_ddim_agree_at_many_steps(kind):
     # for Gaussian data the probability-flow ODE has a closed form: x0 = mu + k (x_T - a_T mu),
     # k = sig / sqrt(a_T^2 sig^2 + s_T^2); both samplers must converge to it, DPM-Solver++ at second order
-    mu, sig = 1.5, 0.5
+    mu, sig = gaussian_data.MU, gaussian_data.SIG
     path = NoisePath(kind, 1000)
-    f = _gaussian_data_denoiser(path, mu, sig)
+    f = Denoiser(gaussian_data.exact_x0_network(path), path, "x0", clip=0).guided(torch.zeros(500, dtype=torch.long))
     x_T = torch.randn(500, 40, generator=torch.Generator().manual_seed(0), dtype=torch.float64)
     a_T, s_T = path.a[-1].item(), path.s[-1].item()
     exact = mu + sig / (a_T**2 * sig**2 + s_T**2) ** 0.5 * (x_T - a_T * mu)
 
     def err(sampler, steps):
-        return (sampler(f, x_T, path, steps, prediction="x0", clip=0) - exact).abs().max().item()
+        return (sampler(f, x_T, steps) - exact).abs().max().item()
 
     assert err(sample_ddim, 1000) < 0.01 and err(sample_dpmpp_2m, 1000) < 0.01
     assert err(sample_dpmpp_2m, 50) < 0.25 * err(sample_ddim, 50)  # measured: 0.02x (gaussian), 0.12x (convex)
@@ -116,9 +110,9 @@ def test_dpmpp_2m_and_ddim_agree_at_many_steps(kind):
 
 def test_ddpm_sampler_matches_the_data_distribution():
     path = NoisePath("gaussian", 1000)
-    f = _gaussian_data_denoiser(path)
+    f = Denoiser(gaussian_data.exact_x0_network(path), path, "x0", clip=0).guided(torch.zeros(2000, dtype=torch.long))
     x_T = torch.randn(2000, 40, generator=torch.Generator().manual_seed(1), dtype=torch.float64)
-    x = sample_ddpm(f, x_T, path, 1000, prediction="x0", clip=0, generator=torch.Generator().manual_seed(2))
+    x = sample_ddpm(f, x_T, 1000, generator=torch.Generator().manual_seed(2))
     assert x.mean().item() == pytest.approx(1.5, abs=0.01) and x.std().item() == pytest.approx(0.5, abs=0.01)
 
 
@@ -159,7 +153,7 @@ def test_evaluate_quality_keys_and_sampler_settings(tiny_model):
     from pydiffusion.classifier import Classifier
     from pydiffusion.quality import compare_samplers, evaluate_quality
 
-    model, path, cfg = tiny_model
+    denoiser, cfg = tiny_model
     torch.manual_seed(0)
     classifier = Classifier(width=8, features=16).eval()
     g = torch.Generator().manual_seed(0)
@@ -168,11 +162,11 @@ def test_evaluate_quality_keys_and_sampler_settings(tiny_model):
     keys = {"sample_acc_guided", "fd_1d", "fd_floor", "fd_ratio", "fd_1d_unconditional", "coverage_entropy", "nn_dist",
             "nn_dist_test_floor"}
     for sampler in ("ddim", "ddpm", "dpmpp_2m"):
-        q = evaluate_quality(model, path, cfg, classifier, data, n=60, seed=0, sampler=sampler, steps=5)
+        q = evaluate_quality(denoiser, cfg, classifier, data, n=60, seed=0, sampler=sampler, steps=5)
         assert set(q) == keys and all(isinstance(v, float) and v == v for v in q.values()), (sampler, q)
         assert 0 <= q["sample_acc_guided"] <= 1 and 0 <= q["coverage_entropy"] <= 1 and q["fd_floor"] >= 0
-    assert q == evaluate_quality(model, path, cfg, classifier, data, n=60, seed=0, sampler="dpmpp_2m", steps=5)
-    rows = compare_samplers(model, path, cfg, classifier, data, n=30, log=lambda s: None,
+    assert q == evaluate_quality(denoiser, cfg, classifier, data, n=60, seed=0, sampler="dpmpp_2m", steps=5)
+    rows = compare_samplers(denoiser, cfg, classifier, data, n=30, log=lambda s: None,
                             settings=[("ddpm", 5, 1.0), ("ddim", 5, 0.0), ("dpmpp_2m", 4, 3.0)])
     assert [(r["sampler"], r["steps"], r["evaluations"]) for r in rows] == [("ddpm", 20, 20), ("ddim", 5, 5),
                                                                              ("dpmpp_2m", 4, 8)]
@@ -181,8 +175,8 @@ def test_evaluate_quality_keys_and_sampler_settings(tiny_model):
 
 @pytest.mark.parametrize("name,eta", [("ddpm", 1.0), ("ddim", 0.5)])
 def test_stochastic_samplers_are_deterministic_with_a_seeded_generator(tiny_model, name, eta):
-    model, path, cfg = tiny_model
-    a, _ = draw_class_samples(model, path, cfg, 20, name, 10, eta, seed=3, noise_seed=5)
-    b, _ = draw_class_samples(model, path, cfg, 20, name, 10, eta, seed=3, noise_seed=5)
-    c, _ = draw_class_samples(model, path, cfg, 20, name, 10, eta, seed=3, noise_seed=6)
+    denoiser, _ = tiny_model
+    a, _ = draw_class_samples(denoiser, 20, name, 10, eta, seed=3, noise_seed=5)
+    b, _ = draw_class_samples(denoiser, 20, name, 10, eta, seed=3, noise_seed=5)
+    c, _ = draw_class_samples(denoiser, 20, name, 10, eta, seed=3, noise_seed=6)
     assert torch.equal(a, b) and not torch.equal(a, c), "same x_T, different sampler noise must differ"

@@ -8,6 +8,7 @@ from pydiffusion import losses, ops
 from pydiffusion.checkpoints import load_run
 from pydiffusion.config import validate
 from pydiffusion.data import load_mnist1d, prime_inverse
+from pydiffusion.denoiser import Denoiser
 from pydiffusion.models import build_model, count_parameters
 from pydiffusion.paths import NoisePath
 from pydiffusion.trainers import SemiImplicitTrainer, build_trainer
@@ -28,7 +29,7 @@ def test_short_run_lowers_the_loss(tmp_path, tiny_cfg, training, loss, noise):
     metrics = train(cfg, tmp_path, log=_quiet)
     history = json.loads((tmp_path / "history.json").read_text())
     assert [h["epoch"] for h in history] == [1, 2, 3]
-    components = build_trainer(cfg, NoisePath(noise, 20)).components
+    components = build_trainer(cfg, Denoiser(None, NoisePath(noise, 20))).components
     for h in history:
         assert set(components) <= set(h), f"history must record every component: {components}"
     # semi-implicit's total falls more slowly: its I->F roundtrip term rises while the forward
@@ -61,9 +62,10 @@ def test_semi_implicit_losses_and_detaching():
         torch.nn.init.normal_(p, std=0.05)
     grads = {}
     for detach in (True, False):
-        trainer = SemiImplicitTrainer(path, detach_intermediate=detach, w_forward=0, w_inverse=0, w_rt_fi=1, w_rt_if=0)
+        trainer = SemiImplicitTrainer(Denoiser(model, path), detach_intermediate=detach, w_forward=0, w_inverse=0,
+                                      w_rt_fi=1, w_rt_if=0)
         model.zero_grad()
-        parts = trainer(model, x[:32], y[:32], torch.Generator().manual_seed(0))
+        parts = trainer(x[:32], y[:32], torch.Generator().manual_seed(0))
         assert set(parts) == {"loss", "forward", "inverse", "rt_fi", "rt_if"}
         assert parts["loss"].item() == pytest.approx(parts["rt_fi"].item())
         parts["loss"].backward()
@@ -83,21 +85,23 @@ def test_semi_implicit_losses_are_the_documented_maps():
     model = build_model(cfg)
     for p in model.parameters():  # random, non-zero weights so the outputs depend on every input
         torch.nn.init.normal_(p, std=0.05)
-    trainer = SemiImplicitTrainer(path, prediction="v", cfg_dropout=0.0)
-    parts = trainer(model, x0, y, torch.Generator().manual_seed(0))
+    denoiser = Denoiser(model, path, prediction="v")
+    trainer = SemiImplicitTrainer(denoiser, cfg_dropout=0.0)
+    parts = trainer(x0, y, torch.Generator().manual_seed(0))
     t, eps, y_fwd = trainer.draw(x0, y, torch.Generator().manual_seed(0))
     assert torch.equal(y_fwd, y), "no label dropout"
     zeros, ones = torch.zeros_like(t), torch.ones_like(t)
     p = prime_inverse(x0, y)
     x_t = ops.q_sample(x0, eps, t, path)
     out = model(x_t, t, zeros, y)
-    x0_hat = trainer.x0_hat(out, x_t, t)
+    x0_hat = denoiser.x0_from(out, x_t, t)
     p_hat = model(x0, t, ones, y)
     assert not torch.allclose(p_hat, model(x0, t, zeros, y)), "z must change the output"
-    expected = {"forward": losses.mse(out, path.target(x0, eps, t, "v")),
+    a, s = path.coef(t, x0)
+    expected = {"forward": losses.mse(out, a * eps - s * x0),
                 "inverse": losses.mse(p_hat, p),
                 "rt_fi": losses.mse(model(x0_hat, t, ones, y), p),
-                "rt_if": losses.mse(trainer.x0_hat(model(p_hat, t, zeros, y), p_hat, t), x0)}
+                "rt_if": losses.mse(denoiser.x0_from(model(p_hat, t, zeros, y), p_hat, t), x0)}
     for name, loss in expected.items():
         torch.testing.assert_close(parts[name], loss.mean(), rtol=1e-5, atol=1e-6, msg=name)
     total = parts["forward"] + parts["inverse"] + 0.5 * parts["rt_fi"] + 0.5 * parts["rt_if"]
@@ -186,7 +190,8 @@ def test_default_unet_size_and_load_run(tmp_path, tiny_cfg):
     n = count_parameters(build_model(validate({})))
     assert 350_000 < n < 650_000, f"the default UNet should have about 0.5M parameters, has {n}"
     train(validate({**tiny_cfg, "epochs": 1}), tmp_path, log=_quiet)
-    model, path, cfg = load_run(tmp_path)
-    assert not model.training and path.T == cfg["T"] == 20
+    denoiser, cfg = load_run(tmp_path)
+    assert not denoiser.model.training and denoiser.path.T == cfg["T"] == 20
+    assert (denoiser.prediction, denoiser.clip) == (cfg["prediction"], cfg["clip"])
     with pytest.raises(FileNotFoundError, match="train first"):
         load_run(tmp_path / "nothing")

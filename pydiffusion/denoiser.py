@@ -1,0 +1,101 @@
+"""One denoiser: a network read through a noise path and a parameterisation (docs/math.md#parameterisations).
+
+`Denoiser(model, path, prediction, clip)` owns "network output -> x0_hat, eps_hat, score" and the
+training target; trainers, samplers and metrics take it or its outputs. The formulas of the
+parameterisations are written once in pydiffusion/paths.py (`x0_from_output`, `output_target`), which
+the reference op shares, and once in csrc/diffusion_math.h (`predict_x0`); tests hold the two equal.
+
+`Denoiser.guided(y, guidance)` fixes the labels and the classifier-free guidance scale: the object
+every sampler in `pydiffusion.sampling` takes.
+"""
+import torch
+
+from . import ops
+from .config import CHOICES
+from .models import NULL_LABEL
+from .paths import NoisePath, output_target, x0_from_output
+
+FORWARD, INVERSE = 0, 1  # the network's direction input: denoise, or apply the prime-inverse map P_y
+
+
+class Denoiser:
+    """The network `model(x, t, direction, y)` with the path, the parameterisation and the x0 clamp."""
+
+    def __init__(self, model, path: NoisePath, prediction: str = "eps", clip: float = 5.0):
+        if prediction not in CHOICES["prediction"]:
+            raise ValueError(f"unknown prediction {prediction!r}; choose one of {CHOICES['prediction']}")
+        self.model, self.path, self.prediction, self.clip = model, path, prediction, clip
+
+    @classmethod
+    def from_config(cls, model, path: NoisePath, cfg: dict) -> "Denoiser":
+        return cls(model, path, cfg["prediction"], cfg["clip"])
+
+    def __call__(self, x, t, y, direction=FORWARD):
+        """The network's output; t and direction are ints or int64 [B]."""
+        t = torch.as_tensor(t, device=y.device).expand(y.shape)
+        return self.model(x, t, torch.full_like(t, direction) if isinstance(direction, int) else direction, y)
+
+    def clamp(self, x0):
+        return x0.clamp(-self.clip, self.clip) if self.clip > 0 else x0
+
+    def x0_from(self, out, x_t, t):
+        """x0_hat, clamped to [-clip, clip], from an output at (x_t, t)."""
+        a, s = self.path.coef(t, x_t)
+        return self.clamp(x0_from_output(out, x_t, a, s, self.prediction))
+
+    def eps_from(self, out, x_t, t):
+        """eps_hat = (x_t - a_t x0_hat) / s_t, consistent with the clamped x0_hat (t >= 1)."""
+        a, s = self.path.coef(t, x_t)
+        return (x_t - a * self.x0_from(out, x_t, t)) / s
+
+    def score_from(self, out, x_t, t):
+        """The score grad log p_t(x_t) = -eps_hat / s_t (t >= 1)."""
+        _, s = self.path.coef(t, x_t)
+        return -self.eps_from(out, x_t, t) / s
+
+    def target(self, x0, eps, t):
+        """The network's training target at x_t = a_t x0 + s_t eps."""
+        a, s = self.path.coef(t, x0)
+        return output_target(x0, eps, a, s, self.prediction)
+
+    def x0(self, x_t, t, y):
+        return self.x0_from(self(x_t, t, y), x_t, t)
+
+    def eps(self, x_t, t, y):
+        return self.eps_from(self(x_t, t, y), x_t, t)
+
+    def score(self, x_t, t, y):
+        return self.score_from(self(x_t, t, y), x_t, t)
+
+    def guided(self, y: torch.Tensor, guidance: float = 1.0) -> "GuidedDenoiser":
+        return GuidedDenoiser(self, y, guidance)
+
+
+class GuidedDenoiser:
+    """A denoiser for fixed labels y with classifier-free guidance: out_u + g (out_c - out_u); g = 1 is one
+    conditional pass, g = 0 one unconditional pass. What the samplers take: `output(x, t)`, `x0(x, t)`
+    and the fused reverse step `step(x, t, s, noise, eta)`, t and s ints."""
+
+    def __init__(self, denoiser: Denoiser, y: torch.Tensor, guidance: float = 1.0):
+        self.denoiser, self.y, self.guidance = denoiser, y, guidance
+        self.path = denoiser.path
+
+    def output(self, x, t: int):
+        d, y, g = self.denoiser, self.y, self.guidance
+        tt = torch.full_like(y, t)
+        zz = torch.full_like(y, FORWARD)
+        if g == 1:
+            return d.model(x, tt, zz, y)
+        null = torch.full_like(y, NULL_LABEL)
+        if g == 0:
+            return d.model(x, tt, zz, null)
+        out_c, out_u = d.model(torch.cat([x, x]), torch.cat([tt, tt]), torch.cat([zz, zz]), torch.cat([y, null])).chunk(2)
+        return out_u + g * (out_c - out_u)
+
+    def x0(self, x, t: int):
+        return self.denoiser.x0_from(self.output(x, t), x, torch.full((x.shape[0],), t, device=x.device))
+
+    def step(self, x, t: int, s: int, noise, eta: float):
+        """One reverse step t -> s (ops.posterior_step): returns (x_s, x0_hat)."""
+        d = self.denoiser
+        return ops.posterior_step(x, self.output(x, t), t, s, self.path, noise, eta, d.prediction, d.clip)
