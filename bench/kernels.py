@@ -24,7 +24,7 @@ from pathlib import Path
 import torch
 
 from pydiffusion import ops, reference
-from pydiffusion.io import save_json
+from pydiffusion.files import save_json
 from pydiffusion.paths import NoisePath
 
 SHAPES = {"4096x40": (4096, 40), "1M": (25_000, 40), "16M": (400_000, 40)}

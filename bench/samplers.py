@@ -25,7 +25,7 @@ from pydiffusion.checkpoints import load_run
 from pydiffusion.classifier import load_classifier, save_classifier, train_classifier
 from pydiffusion.data import load_mnist1d
 from pydiffusion.denoiser import Denoiser
-from pydiffusion.io import save_json
+from pydiffusion.files import save_json
 from pydiffusion.quality import compare_samplers
 
 

@@ -18,7 +18,7 @@ from pydiffusion import ops
 from pydiffusion.config import validate
 from pydiffusion.data import load_mnist1d
 from pydiffusion.denoiser import Denoiser
-from pydiffusion.io import save_json
+from pydiffusion.files import save_json
 from pydiffusion.models import build_model, count_parameters
 from pydiffusion.paths import NoisePath
 from pydiffusion.sampling import sample_ddim

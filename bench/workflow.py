@@ -19,7 +19,7 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT / "tests"))
 from workflow_helpers import job_counts, snakemake  # noqa: E402
 
-from pydiffusion.io import save_json  # noqa: E402
+from pydiffusion.files import save_json  # noqa: E402
 
 
 def timed(*args):

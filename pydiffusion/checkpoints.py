@@ -10,7 +10,7 @@ import torch
 
 from .config import ConfigError, validate
 from .denoiser import Denoiser
-from .io import UnreadableFileError, UnsafeFileError, load_torch, save_torch
+from .files import UnreadableFileError, UnsafeFileError, load_torch, save_torch
 from .models import build_model
 from .paths import NoisePath
 

@@ -14,7 +14,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from .data import NUM_CLASSES
-from .io import UnreadableFileError, load_torch, save_torch
+from .files import UnreadableFileError, load_torch, save_torch
 
 logger = logging.getLogger(__name__)
 

@@ -55,7 +55,7 @@ def _evaluate_samples(denoiser, cfg, data, tracker, run_dir, classifier, n_quali
     """What `pydiffusion quality` and `pydiffusion sample` (with its defaults; n_samples None: the config's)
     write, into RUN/quality.json and RUN/samples.pt, in the training process: one process per grid job
     instead of three."""
-    from .io import save_json
+    from .files import save_json
     from .quality import evaluate_quality
     from .sampling import draw_class_samples
 
@@ -74,7 +74,7 @@ def _evaluate_samples(denoiser, cfg, data, tracker, run_dir, classifier, n_quali
 def cmd_evaluate(args):
     from .checkpoints import load_run, read_run
     from .data import load_mnist1d
-    from .io import save_json
+    from .files import save_json
     from .models import count_parameters
     from .training import evaluate_run
 
@@ -89,7 +89,7 @@ def cmd_evaluate(args):
 
 def cmd_plot(args):
     from .figures import loss_curves
-    from .io import UnreadableFileError, load_json
+    from .files import UnreadableFileError, load_json
 
     out = check_out_file(args.out, (".png",))
     file = Path(args.run) / "history.json"
@@ -121,7 +121,7 @@ def cmd_classifier(args):
 def cmd_quality(args):
     from .checkpoints import load_run
     from .data import load_mnist1d
-    from .io import save_json
+    from .files import save_json
     from .quality import evaluate_quality, load_classifier
     from .tracking import log_quality
 
@@ -264,7 +264,7 @@ def build_parser():
 
 
 def main(argv=None):
-    from .io import RunLockedError, UnreadableFileError
+    from .files import RunLockedError, UnreadableFileError
     from .training import TrainingError
 
     args = build_parser().parse_args(argv)

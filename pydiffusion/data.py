@@ -10,7 +10,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from .io import UnreadableFileError, load_torch, save_torch
+from .files import UnreadableFileError, load_torch, save_torch
 
 SIGNAL_LENGTH = 40
 NUM_CLASSES = 10

@@ -20,8 +20,8 @@ from matplotlib.ticker import FuncFormatter, MaxNLocator
 
 from . import ops
 from .data import NUM_CLASSES, SIGNAL_LENGTH
+from .files import load_torch, save_figure
 from .grid_stats import BAR_METRICS, DIFFERENCE_METRICS, config_name
-from .io import load_torch, save_figure
 from .sampling import draw_class_samples, timesteps_for
 
 TRAINING_COLORS = {"implicit": "tab:blue", "semi_implicit": "tab:orange", "consistency": "tab:green"}

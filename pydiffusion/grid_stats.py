@@ -11,7 +11,7 @@ from pathlib import Path
 
 import yaml
 
-from .io import UnreadableFileError, load_json
+from .files import UnreadableFileError, load_json
 
 AXES = ("loss", "noise", "training")
 

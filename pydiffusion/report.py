@@ -8,6 +8,7 @@ import logging
 import math
 from pathlib import Path
 
+from .files import save_json, save_text
 from .grid_stats import (
     AXES,
     METRICS,
@@ -21,7 +22,6 @@ from .grid_stats import (
     summarize,
     verdict_tally,
 )
-from .io import save_json, save_text
 
 logger = logging.getLogger(__name__)
 

@@ -46,7 +46,7 @@ def sample_settings(cfg, path, sampler=None, steps=None, eta=None, guidance=None
 
 def write_samples(x, y, settings: dict, out):
     """Samples x [N, L] with labels y into `out` by its suffix: .pt (x, y and the settings), .npy (x) or .png."""
-    from .io import save_npy, save_torch
+    from .files import save_npy, save_torch
 
     if out.suffix == ".pt":
         save_torch({"x": x, "y": y, **settings}, out)

@@ -23,7 +23,7 @@ import warnings
 from pathlib import Path
 from urllib.parse import urlsplit
 
-from .io import save_text
+from .files import save_text
 
 ID_FILE = "wandb_id.txt"
 

@@ -24,7 +24,7 @@ from .checkpoints import CHECKPOINT, MODEL, resume_state, save_checkpoint, set_t
 from .config import ConfigError, validate
 from .data import load_mnist1d
 from .denoiser import Denoiser
-from .io import RunLock, remove_stale_temporaries, save_json, save_text, save_torch
+from .files import RunLock, remove_stale_temporaries, save_json, save_text, save_torch
 from .models import build_model, count_parameters
 from .paths import NoisePath
 from .tracking import Tracker

@@ -17,7 +17,7 @@ import yaml
 
 from pydiffusion import cli
 from pydiffusion.config import validate
-from pydiffusion.io import RunLock, UnreadableFileError
+from pydiffusion.files import RunLock, UnreadableFileError
 from pydiffusion.report import load_runs
 from pydiffusion.training import train
 

@@ -15,8 +15,8 @@ from pydiffusion import grid_stats
 from pydiffusion.config import validate
 from pydiffusion.data import NUM_CLASSES
 from pydiffusion.figures import per_class_grid
+from pydiffusion.files import save_json, save_torch
 from pydiffusion.grid_stats import BETTER, HIGHER_IS_BETTER, METRICS, PAIRED_METRICS, VERDICT_METRICS, WORSE
-from pydiffusion.io import save_json, save_torch
 from pydiffusion.models import build_model
 from pydiffusion.quality import Classifier, save_classifier
 from pydiffusion.report import aggregate

@@ -21,7 +21,7 @@ rule train_config:
     params:
         shared=SHARED,
     run:
-        from pydiffusion.io import save_text
+        from pydiffusion.files import save_text
 
         save_text(yaml.safe_dump(params.shared, sort_keys=False), output[0])
 

@@ -3,7 +3,7 @@ progress lines (the pydiffusion loggers) go to the rule's log: file."""
 import logging
 import sys
 
-from pydiffusion.io import UnreadableFileError
+from pydiffusion.files import UnreadableFileError
 from pydiffusion.report import aggregate
 
 with open(snakemake.log[0], "w") as log:  # noqa: F821 (snakemake injects it)
