@@ -15,7 +15,6 @@ writes its own folder RUN/wandb/offline-run-<time>-<id>. Each folder records tha
 run, and `wandb sync` of all of them uploads the folders of one id one after the other, in order of
 start time (as wandb 0.31 documents it; README.md, "Weights & Biases", says what was checked).
 """
-import io
 import netrc
 import os
 import uuid
@@ -104,18 +103,28 @@ class Tracker:
             self.run.summary.update({k: v for k, v in values.items() if k not in self.cfg})
 
     def log_samples(self, x, y, denoiser):
-        """A figure of the samples x [N, 40] with labels y and a GIF of one reverse trajectory, at the
-        final epoch."""
+        """The samples x [N, 40] with labels y as a figure (figures.samples_grid) and a GIF of one reverse
+        trajectory (figures.trajectory_gif), at the final epoch."""
         if self.run is None:
             return
+        import tempfile
+
         import wandb
 
-        cfg = self.cfg
-        media = {"samples": wandb.Image(samples_figure(x, y), caption="samples per class"),
-                 "trajectory": wandb.Video(trajectory_gif(denoiser, cfg, int(y[0])), format="gif",
-                                           caption=f"one DDIM sample, {cfg['sample_steps']} steps, x_T to x_0")}
-        # W&B's steps only go up: offline, an init starts counting at 0 again
-        self.run.log({**media, "epoch": cfg["epochs"]}, step=max(self.run.step, cfg["epochs"] + 1))
+        from .figures import samples_grid, trajectory_gif
+        from .sampling import draw_class_samples, timesteps_for
+
+        cfg, steps = self.cfg, self.cfg["sample_steps"]
+        _, _, xs = draw_class_samples(denoiser, 1, "ddim", steps, label=int(y[0]), trajectory=True)
+        with tempfile.TemporaryDirectory() as tmp:
+            png, gif = Path(tmp) / "samples.png", Path(tmp) / "trajectory.gif"
+            samples_grid(x, y, png, per_class=8)
+            trajectory_gif([x_t[0] for x_t in xs], timesteps_for(denoiser.path.T, steps), gif)
+            media = {"samples": wandb.Image(str(png), caption="samples, one row per class"),
+                     "trajectory": wandb.Video(str(gif), format="gif",
+                                               caption=f"one DDIM sample, {steps} steps, x_T to x_0")}
+            # W&B's steps only go up: offline, an init starts counting at 0 again
+            self.run.log({**media, "epoch": cfg["epochs"]}, step=max(self.run.step, cfg["epochs"] + 1))
 
     def finish(self):
         if self.run is not None:
@@ -158,64 +167,3 @@ def log_samples(cfg: dict, run_dir, x, y, denoiser):
         tracker.log_samples(x, y, denoiser)
     finally:
         tracker.finish()
-
-
-def _canvas(figsize):
-    from matplotlib.backends.backend_agg import FigureCanvasAgg
-    from matplotlib.figure import Figure
-
-    # a figure on its own Agg canvas: pyplot's backend stays whatever the process chose
-    fig = Figure(figsize=figsize, dpi=80, layout="tight")
-    return fig, FigureCanvasAgg(fig)
-
-
-def _pixels(canvas):
-    import numpy as np
-
-    canvas.draw()
-    return np.asarray(canvas.buffer_rgba())[..., :3].copy()
-
-
-def samples_figure(x, y, per_class=4):
-    """RGB pixels [H, W, 3] of up to per_class samples of each label, overlaid, one panel per label."""
-    from .data import NUM_CLASSES
-
-    fig, canvas = _canvas((12, 4.5))
-    labels = sorted(set(y.tolist()))
-    for ax, label in zip(fig.subplots(2, 5, sharey=True).flat, labels + [None] * 10):
-        if label is None:
-            ax.set_axis_off()
-            continue
-        for sample in x[y == label][:per_class]:
-            ax.plot(sample.numpy(), lw=0.8)
-        ax.set_title(f"digit {label}" if label < NUM_CLASSES else "unconditional", fontsize=9)
-        ax.set_xticks([])
-    return _pixels(canvas)
-
-
-def trajectory_gif(denoiser, cfg, label, seed=0):
-    """An animated GIF (in memory) of one DDIM sample of `label`, x_T to x_0, the run's sample_steps."""
-    import torch
-    from PIL import Image
-
-    from .sampling import draw_class_samples, timesteps_for
-
-    path = denoiser.path
-    _, _, xs = draw_class_samples(denoiser, 1, "ddim", cfg["sample_steps"], seed=seed, label=label, trajectory=True)
-    fig, canvas = _canvas((6, 3))
-    ax = fig.subplots()
-    (line,) = ax.plot(xs[0][0].numpy())
-    lim = max(float(torch.cat(xs).abs().max()), 1.0)
-    ax.set_ylim(-lim, lim)
-    ax.set_title(f"t = {path.T}")
-    canvas.draw()
-    fig.set_layout_engine("none")  # laid out once: the frames change only the line and the title
-    frames = []
-    for t, x in zip(timesteps_for(path.T, cfg["sample_steps"]), xs):
-        line.set_ydata(x[0].numpy())
-        ax.set_title(f"t = {t}")
-        frames.append(Image.fromarray(_pixels(canvas)))
-    gif = io.BytesIO()
-    frames[0].save(gif, format="GIF", save_all=True, append_images=frames[1:], duration=250, loop=0)
-    gif.seek(0)
-    return gif

@@ -6,6 +6,7 @@ import struct
 import subprocess
 import sys
 
+import numpy as np
 import pytest
 import torch
 import wandb
@@ -15,6 +16,7 @@ from wandb.proto import wandb_internal_pb2
 
 from pydiffusion.checkpoints import RESUMABLE_CHANGES
 from pydiffusion.config import ConfigError, validate
+from pydiffusion.figures import samples_grid
 from pydiffusion.quality import Classifier, save_classifier
 from pydiffusion.tracking import Tracker, log_quality, resolve_mode
 
@@ -164,7 +166,11 @@ def test_quality_and_samples_reach_the_training_run_and_the_key_is_written_nowhe
     assert {"samples", "trajectory"} <= set(summary(by_kind))
     [png] = (folder / "files" / "media" / "images").glob("samples_*.png")
     [gif] = (folder / "files" / "media" / "videos").glob("trajectory_*.gif")
-    assert Image.open(png).size[0] > 400 and Image.open(gif).n_frames == 5 + 1, "x_T and each DDIM step"
+    s = torch.load(tmp_path / "s.pt", weights_only=True)
+    samples_grid(s["x"], s["y"], tmp_path / "grid.png", per_class=8)  # the figure `pydiffusion sample` draws
+    assert np.array_equal(np.asarray(Image.open(png)), np.asarray(Image.open(tmp_path / "grid.png"))), \
+        "the logged figure is the samples' grid, one row per class"
+    assert Image.open(gif).n_frames == 5 + 1, "x_T and each DDIM step"
     [history] = by_kind["history"]
     assert history.history.step.num == 2, "after the training's last step (epoch 1)"
 
