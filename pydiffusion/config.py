@@ -17,7 +17,7 @@ DEFAULTS = {
     "noise": "gaussian",
     "schedule": "linear",
     "T": 20,
-    "prediction": "v",           # well-conditioned x0_hat at low SNR (a_T is ~0.004 at T = 20); eps and x0 too
+    "prediction": "v",           # well-conditioned x0_hat at low SNR (a_T is ~0.004 at T = 20); eps, x0, mu too
     "clip": 5.0,                 # clamp x0_hat to [-clip, clip]; 0 disables
     "loss": "mse",
     "training": "implicit",
@@ -69,14 +69,15 @@ DEFAULTS = {
 # an epoch (the workflow runs the dearest jobs first and estimates the time left from it)
 TRAINING_PASSES = {"implicit": 1, "semi_implicit": 4, "consistency": 2}
 
-# The one list of each key's valid values: the noise paths, the kernels' prediction codes
-# (reference.PREDICTION_CODES numbers them in this order, as csrc/diffusion_math.h does), the CLI's
+# The one list of each key's valid values: the noise paths, the kernels' prediction codes (the first three
+# predictions; reference.PREDICTION_CODES numbers them in this order, as csrc/diffusion_math.h does; mu is
+# read out by the denoiser and reaches the kernel as an x0 prediction), the CLI's
 # choices, and the workflow's grid axes (its schema and wildcard constraints, workflow/rules/common.smk)
 # all read it.
 CHOICES = {
     "noise": ("gaussian", "convex"),
     "schedule": ("linear", "quadratic", "cosine"),
-    "prediction": ("eps", "x0", "v"),
+    "prediction": ("eps", "x0", "v", "mu"),
     "loss": ("mse", "kl"),
     "training": tuple(TRAINING_PASSES),
     "model": ("unet", "mlp"),

@@ -38,10 +38,13 @@ class Denoiser:
     def clamp(self, x0):
         return x0.clamp(-self.clip, self.clip) if self.clip > 0 else x0
 
+    def _mean_coef(self, t, like):
+        return self.path.mean_coef(t, like) if self.prediction == "mu" else None
+
     def x0_from(self, out, x_t, t):
         """x0_hat, clamped to [-clip, clip], from an output at (x_t, t)."""
         a, s = self.path.coef(t, x_t)
-        return self.clamp(x0_from_output(out, x_t, a, s, self.prediction))
+        return self.clamp(x0_from_output(out, x_t, a, s, self.prediction, self._mean_coef(t, x_t)))
 
     def eps_from(self, out, x_t, t):
         """eps_hat = (x_t - a_t x0_hat) / s_t, consistent with the clamped x0_hat (t >= 1)."""
@@ -56,7 +59,7 @@ class Denoiser:
     def target(self, x0, eps, t):
         """The network's training target at x_t = a_t x0 + s_t eps."""
         a, s = self.path.coef(t, x0)
-        return output_target(x0, eps, a, s, self.prediction)
+        return output_target(x0, eps, a, s, self.prediction, self._mean_coef(t, x0))
 
     def x0(self, x_t, t, y):
         return self.x0_from(self(x_t, t, y), x_t, t)
@@ -92,10 +95,16 @@ class GuidedDenoiser:
         out_c, out_u = d.model(torch.cat([x, x]), torch.cat([tt, tt]), torch.cat([zz, zz]), torch.cat([y, null])).chunk(2)
         return out_u + g * (out_c - out_u)
 
+    def x0_from(self, out, x, t: int):
+        return self.denoiser.x0_from(out, x, torch.full((x.shape[0],), t, device=x.device))
+
     def x0(self, x, t: int):
-        return self.denoiser.x0_from(self.output(x, t), x, torch.full((x.shape[0],), t, device=x.device))
+        return self.x0_from(self.output(x, t), x, t)
 
     def step(self, x, t: int, s: int, noise, eta: float):
-        """One reverse step t -> s (ops.posterior_step): returns (x_s, x0_hat)."""
-        d = self.denoiser
-        return ops.posterior_step(x, self.output(x, t), t, s, self.path, noise, eta, d.prediction, d.clip)
+        """One reverse step t -> s (ops.posterior_step): returns (x_s, x0_hat). A mu network's output reaches
+        the kernel as its x0_hat (the kernels read eps, x0 and v)."""
+        d, out = self.denoiser, self.output(x, t)
+        if d.prediction == "mu":
+            return ops.posterior_step(x, self.x0_from(out, x, t), t, s, self.path, noise, eta, "x0", d.clip)
+        return ops.posterior_step(x, out, t, s, self.path, noise, eta, d.prediction, d.clip)

@@ -135,7 +135,8 @@ def posterior_step(x_t, out, t, s, path: NoisePath, z, eta: float = 0.0, predict
     so the step is deterministic). x0_hat is clamped to [-clip, clip] (clip = 0 disables it).
     """
     if prediction not in reference.PREDICTION_CODES:
-        raise ValueError(f"unknown prediction {prediction!r}; choose one of {tuple(reference.PREDICTION_CODES)}")
+        hint = " (a mu output steps as its x0_hat: Denoiser.guided(...).step)" if prediction == "mu" else ""
+        raise ValueError(f"unknown prediction {prediction!r}; choose one of {tuple(reference.PREDICTION_CODES)}{hint}")
     a, sig = _tables(path, x_t)
     t, s = _timesteps(t, x_t), _timesteps(s, x_t, "s")
     if backend(x_t.device, x_t.dtype) != "torch":

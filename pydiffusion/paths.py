@@ -26,26 +26,33 @@ def beta_schedule(schedule: str, T: int) -> torch.Tensor:
     return betas.clamp(max=0.999)
 
 
-def x0_from_output(out, x_t, a, s, prediction: str):
-    """x0_hat (unclamped) from the output of an eps, x0 or v network at x_t; a = a_t, s = s_t broadcast
-    against x_t (docs/math.md#parameterisations; the kernels' predict_x0 in csrc/diffusion_math.h)."""
+def x0_from_output(out, x_t, a, s, prediction: str, mean_coef=None):
+    """x0_hat (unclamped) from the network output at x_t; a = a_t, s = s_t broadcast against x_t
+    (docs/math.md#parameterisations; eps, x0 and v as the kernels' predict_x0 in csrc/diffusion_math.h).
+    mu needs mean_coef = (c_xt, c_x0), the posterior mean's coefficients of t -> t-1 (NoisePath.mean_coef)."""
     if prediction == "eps":
         return (x_t - s * out) / a
     if prediction == "x0":
         return out
     if prediction == "v":
         return (a * x_t - s * out) / (a * a + s * s)
+    if prediction == "mu":
+        c_xt, c_x0 = mean_coef
+        return (out - c_xt * x_t) / c_x0
     raise ValueError(f"unknown prediction {prediction!r}; choose one of {CHOICES['prediction']}")
 
 
-def output_target(x0, eps, a, s, prediction: str):
-    """What an eps, x0 or v network should output at x_t = a x0 + s eps."""
+def output_target(x0, eps, a, s, prediction: str, mean_coef=None):
+    """What the network should output at x_t = a x0 + s eps (mu: the posterior mean of t -> t-1)."""
     if prediction == "eps":
         return eps
     if prediction == "x0":
         return x0
     if prediction == "v":
         return a * eps - s * x0
+    if prediction == "mu":
+        c_xt, c_x0 = mean_coef
+        return c_xt * (a * x0 + s * eps) + c_x0 * x0
     raise ValueError(f"unknown prediction {prediction!r}; choose one of {CHOICES['prediction']}")
 
 
@@ -79,6 +86,13 @@ class NoisePath:
         a_ts = a_t / a_s
         var_ts = s_t**2 - a_ts**2 * s_s**2
         return a_ts * s_s**2 / s_t**2, a_s * var_ts / s_t**2, var_ts * s_s**2 / s_t**2
+
+    def mean_coef(self, t, like: torch.Tensor):
+        """(c_xt, c_x0) of the posterior mean of t -> t-1, gathered per sample and shaped like `coef`'s."""
+        t = torch.as_tensor(t, device=self.a.device).long()
+        c_xt, c_x0, _ = self.posterior(t, t - 1)
+        shape = (-1,) + (1,) * (like.dim() - 1) if t.dim() else ()
+        return c_xt.to(like.device, like.dtype).reshape(shape), c_x0.to(like.device, like.dtype).reshape(shape)
 
     def coef(self, t, like: torch.Tensor):
         """a_t, s_t gathered per sample and shaped to broadcast against `like` [B, ...]."""

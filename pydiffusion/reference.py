@@ -9,8 +9,9 @@ import torch
 from .config import CHOICES
 from .paths import x0_from_output
 
-# the kernels' enum Prediction (csrc/diffusion_math.h): eps 0, x0 1, v 2
-PREDICTION_CODES = {name: code for code, name in enumerate(CHOICES["prediction"])}
+# the kernels' enum Prediction (csrc/diffusion_math.h): eps 0, x0 1, v 2 (mu is not a kernel prediction:
+# the denoiser reads it out and passes x0_hat)
+PREDICTION_CODES = {name: code for code, name in enumerate(CHOICES["prediction"][:3])}
 
 
 def _opmath(x):

@@ -4,7 +4,7 @@ import gaussian_data
 import pytest
 import torch
 
-from pydiffusion import ops
+from pydiffusion import ops, reference
 from pydiffusion.config import CHOICES
 from pydiffusion.denoiser import Denoiser
 from pydiffusion.paths import NoisePath
@@ -23,12 +23,14 @@ def test_parameterisations_invert_their_targets(prediction, kind):
     torch.testing.assert_close(d.x0_from(out, x_t, t), x0)
     torch.testing.assert_close(d.eps_from(out, x_t, t), eps)
     # and the fused step reads the output the same way: with clip off, DDIM lands on q_sample(x0, eps, t - 1)
-    x_s, x0_hat = ops.posterior_step(x_t, out, t, t - 1, p, torch.zeros_like(x0), 0.0, prediction, clip=0)
+    # (a mu output reaches the kernel as its x0_hat, as GuidedDenoiser.step passes it)
+    kernel_out, kernel_prediction = (d.x0_from(out, x_t, t), "x0") if prediction == "mu" else (out, prediction)
+    x_s, x0_hat = ops.posterior_step(x_t, kernel_out, t, t - 1, p, torch.zeros_like(x0), 0.0, kernel_prediction, clip=0)
     torch.testing.assert_close(x0_hat, x0)
     torch.testing.assert_close(x_s, ops.q_sample(x0, eps, t - 1, p))
 
 
-@pytest.mark.parametrize("prediction", CHOICES["prediction"])
+@pytest.mark.parametrize("prediction", reference.PREDICTION_CODES)
 def test_the_clamp_feeds_eps_hat_as_in_the_kernel(prediction):
     p = NoisePath("gaussian", 20)
     d = Denoiser(None, p, prediction, clip=1.0)
@@ -66,3 +68,37 @@ def test_score_of_gaussian_data_is_exact(kind):
 def test_a_denoiser_refuses_an_unknown_prediction():
     with pytest.raises(ValueError, match="unknown prediction 'score'; choose one of"):
         Denoiser(None, NoisePath("gaussian", 20), "score")
+
+
+@pytest.mark.parametrize("kind", ["gaussian", "convex"])
+def test_mu_is_the_closed_form_posterior_mean(kind):
+    # docs/math.md#posterior: mean = (a_ts s_s^2 / s_t^2) x_t + (a_s var_ts / s_t^2) x0 with s = t - 1, by hand
+    p = NoisePath(kind, 20)
+    d = Denoiser(None, p, "mu", clip=0)
+    g = torch.Generator().manual_seed(3)
+    x0, eps = torch.randn(64, 40, generator=g, dtype=torch.float64), torch.randn(64, 40, generator=g, dtype=torch.float64)
+    t = torch.randint(1, 21, (64,), generator=g)
+    x_t = ops.q_sample(x0, eps, t, p)
+    a_t, s_t, a_s, s_s = (v[:, None] for v in (p.a[t], p.s[t], p.a[t - 1], p.s[t - 1]))
+    var_ts = s_t**2 - (a_t / a_s) ** 2 * s_s**2
+    mean = (a_t / a_s) * s_s**2 / s_t**2 * x_t + a_s * var_ts / s_t**2 * x0
+    torch.testing.assert_close(d.target(x0, eps, t), mean)
+    torch.testing.assert_close(d.x0_from(mean, x_t, t), x0)
+    torch.testing.assert_close(d.eps_from(mean, x_t, t), eps)
+    assert torch.equal(p.mean_coef(torch.tensor([1]), x0)[0].flatten(), torch.zeros(1, dtype=torch.float64)), \
+        "t = 1: the mean is x0 itself"
+
+
+@pytest.mark.parametrize("kind", ["gaussian", "convex"])
+def test_a_mu_network_steps_to_its_mean_plus_the_posterior_noise(kind):
+    # DDPM (eta = 1, t -> t-1) with a mu network is x_{t-1} = mu_hat + sqrt(post_var) z, through the fused kernel
+    p = NoisePath(kind, 20)
+    g = torch.Generator().manual_seed(4)
+    mu_hat, x_t, z = (torch.randn(16, 40, generator=g, dtype=torch.float64) for _ in range(3))
+    f = Denoiser(lambda x, t, direction, y: mu_hat, p, "mu", clip=0).guided(torch.zeros(16, dtype=torch.long))
+    for t in (1, 2, 10, 20):
+        x_s, _ = f.step(x_t, t, t - 1, z, 1.0)
+        _, _, post_var = p.posterior(t, t - 1)
+        torch.testing.assert_close(x_s, mu_hat + post_var.sqrt() * z)
+    with pytest.raises(ValueError, match="a mu output steps as its x0_hat"):
+        ops.posterior_step(x_t, mu_hat, 5, 4, p, z, 1.0, "mu")
