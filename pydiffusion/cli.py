@@ -1,4 +1,4 @@
-"""pydiffusion command line: data, train, evaluate, sample, plot, classifier, quality, doctor.
+"""pydiffusion command line: data, train, evaluate, sample, plot, classifier, noisy-classifier, quality, doctor.
 
 Bad input (a config error, a missing or broken file, a busy run directory) is one line on
 stderr and exit status 2, before any work starts; so is a training run that cannot go on.
@@ -14,7 +14,7 @@ import warnings
 from importlib.metadata import version
 from pathlib import Path
 
-from . import sample_command
+from . import classifier_commands, sample_command
 from .checks import check_out_file
 from .config import MAX_SEED, ConfigError, load_config
 
@@ -99,23 +99,6 @@ def cmd_plot(args):
         raise UnreadableFileError(f"history {file} holds no epochs; {fix}")
     loss_curves(history, out, f"{args.run}: training loss per epoch")
     print(f"{len(history)} epochs of {file}; wrote {out}")
-
-
-def cmd_classifier(args):
-    import torch
-
-    from .data import load_mnist1d
-    from .quality import save_classifier, train_classifier
-
-    check_out_file(args.out, (".pt",))
-    if args.threads < 0 or not 0 <= args.seed < MAX_SEED:
-        raise ConfigError(f"need --threads >= 0 and --seed in [0, 2**63); got {args.threads} and {args.seed}")
-    if args.threads:
-        torch.set_num_threads(args.threads)
-    t0 = time.perf_counter()
-    model, acc = train_classifier(*load_mnist1d(args.cache), seed=args.seed)
-    save_classifier(model, acc, args.out)
-    print(f"reference classifier: test accuracy {acc:.4f} in {time.perf_counter() - t0:.0f} s; wrote {args.out}")
 
 
 def cmd_quality(args):
@@ -246,11 +229,13 @@ def build_parser():
     s.add_argument("--run", required=True, help="a run directory (from `pydiffusion train`)")
     s.add_argument("--out", required=True, help="a .png file")
 
-    s = command("classifier", cmd_classifier, "train the reference MNIST-1D classifier (for FD-1D and sample accuracy)")
-    s.add_argument("--out", required=True, help="a .pt file")
-    s.add_argument("--seed", type=int, default=0, help="seed of the initialisation and the data order")
-    s.add_argument("--threads", type=int, default=0, help="torch threads (0 keeps torch's default)")
-    s.add_argument("--cache", help="MNIST-1D cache folder (default: $PYDIFFUSION_CACHE or ~/.cache/pydiffusion)")
+    s = command("classifier", classifier_commands.cmd_classifier,
+                "train the reference MNIST-1D classifier (for FD-1D and sample accuracy)")
+    classifier_commands.add_classifier_arguments(s)
+
+    s = command("noisy-classifier", classifier_commands.cmd_noisy_classifier,
+                "train the noise-aware classifier p(y | x_t, t) of one noise path (for classifier guidance)")
+    classifier_commands.add_noisy_classifier_arguments(s)
 
     s = command("quality", cmd_quality, "sample quality of a run: accuracy, FD-1D and its floor, coverage, copying")
     s.add_argument("--run", required=True, help="a run directory (from `pydiffusion train`)")

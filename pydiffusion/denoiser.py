@@ -12,6 +12,7 @@ import torch
 
 from . import ops
 from .config import CHOICES
+from .guidance import log_prob_grad
 from .models import NULL_LABEL
 from .paths import NoisePath, output_target, x0_from_output
 
@@ -70,17 +71,25 @@ class Denoiser:
     def score(self, x_t, t, y):
         return self.score_from(self(x_t, t, y), x_t, t)
 
-    def guided(self, y: torch.Tensor, guidance: float = 1.0) -> "GuidedDenoiser":
-        return GuidedDenoiser(self, y, guidance)
+    def guided(self, y: torch.Tensor, guidance: float = 1.0, classifier=None, classifier_scale: float = 0.0):
+        """The denoiser for labels y with classifier-free guidance g and optional classifier guidance."""
+        return GuidedDenoiser(self, y, guidance, classifier, classifier_scale)
 
 
 class GuidedDenoiser:
-    """A denoiser for fixed labels y with classifier-free guidance: out_u + g (out_c - out_u); g = 1 is one
-    conditional pass, g = 0 one unconditional pass. What the samplers take: `output(x, t)`, `x0(x, t)`
-    and the fused reverse step `step(x, t, s, noise, eta)`, t and s ints."""
+    """A denoiser for fixed labels y, with classifier-free guidance out_u + g (out_c - out_u) (g = 1 is one
+    conditional pass, g = 0 one unconditional pass) and, with a noise-aware `classifier` and a scale
+    c > 0, classifier guidance (docs/math.md#guidance): an ancestral step (eta = 1, t -> t-1) moves its mean
+    by c * post_var * grad log p(y | x_t, t), and every other step and x0_hat use
+    eps_hat - s_t * c * grad log p(y | x_t, t). What the samplers take: `output(x, t)`, `x0(x, t)` and the
+    fused reverse step `step(x, t, s, noise, eta)`, t and s ints."""
 
-    def __init__(self, denoiser: Denoiser, y: torch.Tensor, guidance: float = 1.0):
+    def __init__(self, denoiser: Denoiser, y: torch.Tensor, guidance: float = 1.0, classifier=None,
+                 classifier_scale: float = 0.0):
+        if classifier_scale and (classifier is None or bool((y == NULL_LABEL).any())):
+            raise ValueError("classifier guidance needs a noise-aware classifier and class labels (not the null label)")
         self.denoiser, self.y, self.guidance = denoiser, y, guidance
+        self.classifier, self.classifier_scale = classifier, classifier_scale
         self.path = denoiser.path
 
     def output(self, x, t: int):
@@ -95,16 +104,38 @@ class GuidedDenoiser:
         out_c, out_u = d.model(torch.cat([x, x]), torch.cat([tt, tt]), torch.cat([zz, zz]), torch.cat([y, null])).chunk(2)
         return out_u + g * (out_c - out_u)
 
-    def x0_from(self, out, x, t: int):
-        return self.denoiser.x0_from(out, x, torch.full((x.shape[0],), t, device=x.device))
+    def _timesteps(self, x, t: int):
+        return torch.full((x.shape[0],), t, device=x.device)
+
+    def classifier_grad(self, x, t: int):
+        """c * grad_x log p(y | x_t, t)."""
+        return self.classifier_scale * log_prob_grad(self.classifier, x, torch.full_like(self.y, t), self.y)
+
+    def _guided_eps(self, out, x, t: int):
+        tt = self._timesteps(x, t)
+        _, s_t = self.path.coef(tt, x)
+        return self.denoiser.eps_from(out, x, tt) - s_t * self.classifier_grad(x, t)
 
     def x0(self, x, t: int):
-        return self.x0_from(self.output(x, t), x, t)
+        out, tt = self.output(x, t), self._timesteps(x, t)
+        if not self.classifier_scale:
+            return self.denoiser.x0_from(out, x, tt)
+        a_t, s_t = self.path.coef(tt, x)
+        return self.denoiser.clamp((x - s_t * self._guided_eps(out, x, t)) / a_t)
 
     def step(self, x, t: int, s: int, noise, eta: float):
         """One reverse step t -> s (ops.posterior_step): returns (x_s, x0_hat). A mu network's output reaches
         the kernel as its x0_hat (the kernels read eps, x0 and v)."""
         d, out = self.denoiser, self.output(x, t)
+        ancestral = eta == 1 and s == t - 1
+        if self.classifier_scale and not ancestral:
+            return ops.posterior_step(x, self._guided_eps(out, x, t), t, s, self.path, noise, eta, "eps", d.clip)
         if d.prediction == "mu":
-            return ops.posterior_step(x, self.x0_from(out, x, t), t, s, self.path, noise, eta, "x0", d.clip)
-        return ops.posterior_step(x, out, t, s, self.path, noise, eta, d.prediction, d.clip)
+            out, prediction = d.x0_from(out, x, self._timesteps(x, t)), "x0"
+        else:
+            prediction = d.prediction
+        x_s, x0_hat = ops.posterior_step(x, out, t, s, self.path, noise, eta, prediction, d.clip)
+        if self.classifier_scale:
+            _, _, post_var = self.path.posterior(t, s)
+            x_s = x_s + post_var.item() * self.classifier_grad(x, t)
+        return x_s, x0_hat

@@ -4,6 +4,7 @@ a .npy file (x) or a .png grid (one row per class), and optionally one sample's 
 The sampler settings default to the run's own config keys sampler, sample_steps, eta, guidance and n_samples.
 Every bad value is a ConfigError (one line, exit status 2) before any sampling.
 """
+import math
 import time
 
 from .checks import check_option, check_out_file
@@ -21,6 +22,10 @@ def add_arguments(parser):
                                                   "(default: the run's eta)")
     parser.add_argument("--guidance", type=float,
                         help="classifier-free guidance scale; 0 = unconditional (default: the run's guidance)")
+    parser.add_argument("--classifier-scale", type=float, default=0.0, metavar="C",
+                        help="classifier guidance scale (needs --noisy-classifier); 0 = none")
+    parser.add_argument("--noisy-classifier", metavar="FILE", help="the noise-aware classifier of the run's path, "
+                                                                   "from `pydiffusion noisy-classifier`")
     parser.add_argument("--class", dest="label", type=int, metavar="K", help="draw only this class, 0..9 (default: 0..9 in turn)")
     parser.add_argument("--n", type=int, help="number of samples (default: the run's n_samples)")
     parser.add_argument("--seed", type=int, default=0, help="seed of x_T and of the sampler's noise")
@@ -70,6 +75,10 @@ def cmd_sample(args):
                              ("--guidance", "guidance", args.guidance), ("--seed", "seed", args.seed)):
         if value is not None:
             check_option(flag, key, value)
+    if not (args.classifier_scale >= 0 and math.isfinite(args.classifier_scale)):
+        raise ConfigError(f"--classifier-scale is {args.classifier_scale}; it must be a finite number >= 0")
+    if args.classifier_scale > 0 and args.noisy_classifier is None:
+        raise ConfigError("--classifier-scale needs --noisy-classifier FILE (train one with `pydiffusion noisy-classifier`)")
     if args.label is not None and not 0 <= args.label < NUM_CLASSES:
         raise ConfigError(f"--class is {args.label}; it must be a class in 0..{NUM_CLASSES - 1}")
     denoiser, cfg = load_run(args.run)
@@ -78,10 +87,19 @@ def cmd_sample(args):
     if args.label is not None and settings["guidance"] == 0:
         raise ConfigError(f"--class {args.label} needs guidance > 0 (guidance 0 draws unconditional samples); "
                           f"give --guidance")
+    if args.classifier_scale > 0 and settings["guidance"] == 0:
+        raise ConfigError("--classifier-scale needs class labels, so guidance > 0; give --guidance")
+    classifier = None
+    if args.noisy_classifier is not None:
+        from .guidance import load_noisy_classifier
+
+        classifier = load_noisy_classifier(args.noisy_classifier, path)
+    settings["classifier_scale"] = args.classifier_scale
     n = cfg["n_samples"] if args.n is None else args.n
     t0 = time.perf_counter()
     # the trajectory is (steps + 1) copies of x, small beside the model; only --trajectory writes it
-    x, y, xs = draw_class_samples(denoiser, n, **settings, seed=args.seed, label=args.label, trajectory=True)
+    x, y, xs = draw_class_samples(denoiser, n, **settings, seed=args.seed, label=args.label, trajectory=True,
+                                  classifier=classifier)
     dt = time.perf_counter() - t0
     write_samples(x, y, {**settings, "seed": args.seed}, out)
     if gif is not None:

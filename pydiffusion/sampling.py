@@ -82,9 +82,11 @@ def steps_and_eta(sampler: str, steps: int, eta: float, T: int) -> tuple:
 
 @torch.no_grad()
 def draw_class_samples(denoiser: Denoiser, n: int, sampler: str, steps: int, eta: float = 0.0, guidance: float = 1.0,
-                       seed: int = 0, label=None, noise_seed=None, trajectory: bool = False):
+                       seed: int = 0, label=None, noise_seed=None, trajectory: bool = False, classifier=None,
+                       classifier_scale: float = 0.0):
     """n samples of a denoiser with the sampler `sampler` (a name in SAMPLERS). Labels 0..9 in turn, or all
-    `label`; all the null label when guidance is 0. x_T comes from a generator seeded with `seed`; the
+    `label`; all the null label when guidance is 0. Classifier-free guidance `guidance`; classifier guidance
+    with a noise-aware `classifier` (guidance.NoisyClassifier) at `classifier_scale`. x_T comes from a generator seeded with `seed`; the
     sampler's noise continues that generator, or, given `noise_seed`, comes from a second generator seeded
     with it (what the quality measurements use).
 
@@ -99,5 +101,6 @@ def draw_class_samples(denoiser: Denoiser, n: int, sampler: str, steps: int, eta
         y = torch.full((n,), label)
     x_T = torch.randn((n, SIGNAL_LENGTH), generator=gen)
     noise_gen = gen if noise_seed is None else torch.Generator().manual_seed(noise_seed)
-    out = SAMPLERS[sampler](denoiser.guided(y, guidance), x_T, steps, eta, noise_gen, trajectory)
+    guided = denoiser.guided(y, guidance, classifier, classifier_scale)
+    out = SAMPLERS[sampler](guided, x_T, steps, eta, noise_gen, trajectory)
     return (out[0], y, out[1]) if trajectory else (out, y)

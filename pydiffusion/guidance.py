@@ -1,0 +1,118 @@
+"""Classifier guidance (Dhariwal & Nichol 2021; docs/math.md#guidance): a noise-aware classifier
+p(y | x_t, t), trained on a path's own noised training data, and the gradient of log p(y | x_t, t)
+that `denoiser.GuidedDenoiser` adds to the reverse steps.
+
+The classifier is tied to one noise path (kind, T, schedule): the file records it, and a run on another
+path is refused. GroupNorm, not BatchNorm: each sample's gradient depends on that sample alone.
+"""
+import logging
+import time
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from . import ops
+from .data import NUM_CLASSES
+from .files import UnreadableFileError, load_torch, save_torch
+from .models import timestep_embedding
+from .paths import NoisePath
+
+logger = logging.getLogger(__name__)
+
+
+class NoisyClassifier(nn.Module):
+    """Logits of p(y | x_t, t): four conv -> GroupNorm -> FiLM(t) -> SiLU blocks, 40 -> 20 -> 10, mean and max
+    pooling, a linear head."""
+
+    def __init__(self, T: int, width: int = 32, emb_dim: int = 64):
+        super().__init__()
+        self.T, self.width, self.emb_dim = T, width, emb_dim
+        self.time_mlp = nn.Sequential(nn.Linear(emb_dim, emb_dim), nn.SiLU(), nn.Linear(emb_dim, emb_dim))
+        channels = [(1, width), (width, width), (width, 2 * width), (2 * width, 2 * width)]
+        self.convs = nn.ModuleList(nn.Conv1d(c_in, c_out, 3, padding=1) for c_in, c_out in channels)
+        self.norms = nn.ModuleList(nn.GroupNorm(8, c_out) for _, c_out in channels)
+        self.films = nn.ModuleList(nn.Linear(emb_dim, 2 * c_out) for _, c_out in channels)
+        self.head = nn.Linear(4 * width, NUM_CLASSES)
+
+    def forward(self, x, t):
+        emb = F.silu(self.time_mlp(timestep_embedding(t, self.emb_dim, self.T).to(x.dtype)))
+        h = x[:, None]
+        for i, (conv, norm, film) in enumerate(zip(self.convs, self.norms, self.films)):
+            scale, shift = film(emb)[:, :, None].chunk(2, dim=1)
+            h = F.silu(norm(conv(h)) * (1 + scale) + shift)
+            if i % 2:
+                h = F.avg_pool1d(h, 2)
+        return self.head(torch.cat([h.mean(-1), h.amax(-1)], dim=1))
+
+
+def log_prob_grad(classifier, x, t, y):
+    """grad_x log p(y | x, t) per sample [B, ...], with gradients on even under torch.no_grad."""
+    with torch.enable_grad():
+        x = x.detach().requires_grad_(True)
+        log_p = F.log_softmax(classifier(x, t), dim=1).gather(1, y[:, None]).sum()
+        return torch.autograd.grad(log_p, x)[0]
+
+
+@torch.no_grad()
+def accuracy_by_t(classifier, path: NoisePath, x, y, ts, seed=0):
+    """{t: accuracy on q_sample(x, eps, t)} with eps from `seed`, for each t in ts."""
+    classifier.eval()
+    gen = torch.Generator().manual_seed(seed)
+    out = {}
+    for t in ts:
+        x_t = ops.q_sample(x, torch.randn(x.shape, generator=gen), t, path)
+        out[int(t)] = (classifier(x_t, torch.full_like(y, t)).argmax(1) == y).double().mean().item()
+    return out
+
+
+def train_noisy_classifier(x, y, x_test, y_test, path: NoisePath, seed=0, epochs=30, batch_size=128, lr=3e-3,
+                           width=32, log=logger.info):
+    """(classifier in eval mode, {t: test accuracy}) trained on q_sample(x0, eps, t), t uniform on 0..T."""
+    torch.manual_seed(seed)
+    gen = torch.Generator().manual_seed(seed)
+    model = NoisyClassifier(path.T, width)
+    opt = torch.optim.AdamW(model.parameters(), lr=lr, weight_decay=1e-2)
+    steps = epochs * (len(x) // batch_size)
+    sched = torch.optim.lr_scheduler.OneCycleLR(opt, max_lr=lr, total_steps=steps)
+    t0 = time.perf_counter()
+    for epoch in range(epochs):
+        model.train()
+        perm = torch.randperm(len(x), generator=gen)
+        for i in range(len(x) // batch_size):
+            idx = perm[i * batch_size:(i + 1) * batch_size]
+            t = torch.randint(0, path.T + 1, (len(idx),), generator=gen)
+            x_t = ops.q_sample(x[idx], torch.randn(x[idx].shape, generator=gen), t, path)
+            loss = F.cross_entropy(model(x_t, t), y[idx])
+            opt.zero_grad(set_to_none=True)
+            loss.backward()
+            opt.step()
+            sched.step()
+        if (epoch + 1) % 10 == 0 or epoch + 1 == epochs:
+            log(f"noisy classifier epoch {epoch + 1}: loss {loss.item():.3f} ({time.perf_counter() - t0:.0f} s)")
+    checkpoints = sorted({0, path.T // 4, path.T // 2, 3 * path.T // 4, path.T})
+    return model.eval(), accuracy_by_t(model, path, x_test, y_test, checkpoints, seed=seed + 1)
+
+
+def _path_record(path: NoisePath) -> dict:
+    return {"noise": path.kind, "T": path.T, "schedule": path.schedule}
+
+
+def save_noisy_classifier(model, path: NoisePath, test_acc: dict, file):
+    """Atomic write of the weights, the architecture, the noise path and the test accuracy per t."""
+    save_torch({"state_dict": model.state_dict(), "arch": {"T": model.T, "width": model.width, "emb_dim": model.emb_dim},
+                "path": _path_record(path), "test_acc": {str(t): a for t, a in test_acc.items()}}, file)
+
+
+def load_noisy_classifier(file, path: NoisePath):
+    """The classifier in eval mode, refused (UnreadableFileError, one line) if trained on another path."""
+    fix = f"train one with `pydiffusion noisy-classifier --noise {path.kind} --T {path.T} --schedule {path.schedule} --out FILE`"
+    d = load_torch(file, "noisy classifier", fix)
+    if not isinstance(d, dict) or not {"state_dict", "arch", "path", "test_acc"} <= set(d):
+        raise UnreadableFileError(f"{file} is not a pydiffusion noisy classifier; {fix}")
+    if d["path"] != _path_record(path):
+        raise UnreadableFileError(f"noisy classifier {file} was trained on the path {d['path']}, the run uses "
+                                  f"{_path_record(path)}; {fix}")
+    model = NoisyClassifier(**d["arch"])
+    model.load_state_dict(d["state_dict"])
+    return model.eval()
