@@ -1,124 +1,33 @@
-"""Every figure of pydiffusion, written atomically: the grid report's (loss curves, loss components, test
-metrics, paired differences, samples of each configuration), one model's (generated beside real signals per
-class, the reverse trajectory as a figure and an animated GIF, forward noising beside the reverse process,
-FD-1D against sampler steps), and the command line's (a grid of samples, a run's loss curves).
+"""The figures of pydiffusion, written atomically: one model's (generated beside real signals per class, the
+reverse trajectory as a figure and an animated GIF, forward noising beside the reverse process, FD-1D against
+sampler steps, accuracy against FD-1D per guidance scale), the command line's (a grid of samples, a run's loss
+curves), and, in grid_figures.py on the same canvases, the grid report's.
 
 Each figure is a matplotlib Figure on its own Agg canvas: importing or using this module leaves pyplot's
 global backend alone.
 """
-import math
 import os
-import statistics
 from pathlib import Path
 
 import matplotlib
 import torch
 from matplotlib.backends.backend_agg import FigureCanvasAgg
 from matplotlib.figure import Figure
-from matplotlib.patches import Patch
 from matplotlib.ticker import FuncFormatter, MaxNLocator
 
 from . import ops
 from .data import NUM_CLASSES, SIGNAL_LENGTH
-from .files import load_torch, save_figure
-from .grid_stats import BAR_METRICS, DIFFERENCE_METRICS, config_name
+from .files import save_figure
 from .sampling import draw_class_samples, timesteps_for
 
-TRAINING_COLORS = {"implicit": "tab:blue", "semi_implicit": "tab:orange", "consistency": "tab:green"}
 GENERATED_COLOR, REAL_COLOR = "tab:orange", "tab:blue"
 
 
-def _figure(figsize, *grid, **subplots):
+def canvas_figure(figsize, *grid, **subplots):
     """A Figure on its own Agg canvas and its axes (fig.subplots(*grid, **subplots))."""
     fig = Figure(figsize=figsize)
     FigureCanvasAgg(fig)
     return fig, fig.subplots(*grid, **subplots)
-
-
-# ---- the grid report ----------------------------------------------------------------------------------------
-
-def grid_figures(records, summary, cells, fig_dir):
-    """The report's figures of the whole grid (records, summary and cells as pydiffusion.grid_stats makes them)."""
-    fig_dir = Path(fig_dir)
-    save_figure(_grid_curves(records, "loss"), fig_dir / "loss_curves.png")
-    save_figure(_grid_curves(records, "components"), fig_dir / "components.png")
-    save_figure(_metric_bars(summary), fig_dir / "metrics.png")
-    save_figure(_paired_differences(cells), fig_dir / "paired.png")
-    save_figure(_samples_per_configuration(records, summary), fig_dir / "samples.png")
-
-
-def _grid_curves(records, component):
-    """Per loss x noise cell, the training loss ("loss") or each of its components per epoch, the mean over
-    seeds with their range shaded, one colour per training mode."""
-    cell_keys = sorted({(r["loss"], r["noise"]) for r in records})
-    fig, axes = _figure((4 * len(cell_keys), 3.2), 1, len(cell_keys), squeeze=False)
-    for ax, (loss, noise) in zip(axes[0], cell_keys):
-        for training in sorted({r["training"] for r in records}):
-            rs = [r for r in records if (r["loss"], r["noise"], r["training"]) == (loss, noise, training)]
-            keys = ["loss"] if component == "loss" else [k for k in ("forward", "inverse", "rt_fi", "rt_if", "consistency")
-                                                         if rs and k in rs[0]["history"][0]]
-            for k in keys:
-                per_epoch = list(zip(*[[h[k] for h in r["history"]] for r in rs]))
-                if not per_epoch:
-                    continue
-                mean = [statistics.fmean(v) for v in per_epoch]
-                epochs = range(1, len(mean) + 1)
-                style = "-" if k in ("loss", "forward") else ("--" if k == "inverse" else ":")
-                ax.plot(epochs, mean, style, color=TRAINING_COLORS.get(training),
-                        label=f"{training} {k}" if component != "loss" else training)
-                ax.fill_between(epochs, [min(v) for v in per_epoch], [max(v) for v in per_epoch],
-                                color=TRAINING_COLORS.get(training), alpha=0.15)
-        ax.set_title(f"{loss} / {noise}")
-        ax.set_xlabel("epoch")
-        ax.set_yscale("log")
-        ax.legend(fontsize=7)
-    axes[0][0].set_ylabel("training loss" if component == "loss" else "loss component")
-    return fig
-
-
-def _metric_bars(summary):
-    shown = [k for k in BAR_METRICS if all(k in row for row in summary)]
-    fig, axes = _figure((3.2 * len(shown), 3.6), 1, len(shown), squeeze=False)
-    for ax, key in zip(axes[0], shown):
-        ax.bar(range(len(summary)), [row[key]["mean"] for row in summary], yerr=[row[key]["std"] for row in summary],
-               color=[TRAINING_COLORS.get(row["training"]) for row in summary], capsize=3)
-        ax.set_xticks(range(len(summary)), [f"{row['loss']}\n{row['noise']}" for row in summary], fontsize=6)
-        ax.set_title(key, fontsize=9)
-    axes[0][0].legend(handles=[Patch(color=TRAINING_COLORS[t], label=t) for t in sorted({row["training"] for row in summary})],
-                      fontsize=7)
-    return fig
-
-
-def _paired_differences(cells):
-    fig, axes = _figure((3.2 * len(DIFFERENCE_METRICS), 3.2), 1, len(DIFFERENCE_METRICS), squeeze=False)
-    for ax, key in zip(axes[0], DIFFERENCE_METRICS):
-        for i, c in enumerate(cells):
-            if key in c:
-                e = c[key]
-                lo, hi = (e["ci_low"], e["ci_high"]) if not math.isnan(e["ci_low"]) else (e["diff"], e["diff"])
-                ax.errorbar([i], [e["diff"]], yerr=[[e["diff"] - lo], [hi - e["diff"]]], fmt="o", capsize=4)
-        ax.axhline(0, color="gray", lw=0.8)
-        ax.set_xticks(range(len(cells)), [f"{c['loss']}\n{c['noise']}" for c in cells], fontsize=7)
-        ax.set_title(f"{key}: semi - implicit", fontsize=9)
-    return fig
-
-
-def _samples_per_configuration(records, summary):
-    names = [row["config"] for row in summary]
-    fig, axes = _figure((14, 1.1 * len(names) + 0.5), len(names), NUM_CLASSES, squeeze=False, sharey=True)
-    for i, name in enumerate(names):
-        r = next(r for r in sorted(records, key=lambda r: r["seed"]) if config_name(r) == name)
-        s = load_torch(Path(r["run"]) / "samples.pt", "samples", "rerun the workflow to draw them again")
-        for digit in range(NUM_CLASSES):
-            ax = axes[i][digit]
-            for j in (s["y"] == digit).nonzero().flatten()[:3]:
-                ax.plot(s["x"][j].numpy(), lw=0.8)
-            ax.set_xticks([])
-            ax.set_yticks([])
-            if i == 0:
-                ax.set_title(str(digit), fontsize=8)
-        axes[i][0].set_ylabel(name, fontsize=6, rotation=0, ha="right")
-    return fig
 
 
 # ---- one model ----------------------------------------------------------------------------------------------
@@ -146,7 +55,7 @@ def per_class_grid(samples, y, x_real, y_real, path, per_class=4):
     shown = [[x[labels == digit][:per_class] for digit in range(NUM_CLASSES)] for _, x, labels, _ in kinds]
     lim = 1.05 * max(float(signals.abs().max()) for rows in shown for signals in rows if len(signals))
     # a narrow empty column between the two kinds
-    fig, axes = _figure((1.9 * per_class + 1.2, 0.62 * NUM_CLASSES + 0.4), NUM_CLASSES, 2 * per_class + 1, squeeze=False,
+    fig, axes = canvas_figure((1.9 * per_class + 1.2, 0.62 * NUM_CLASSES + 0.4), NUM_CLASSES, 2 * per_class + 1, squeeze=False,
                         gridspec_kw={"width_ratios": [1] * per_class + [0.3] + [1] * per_class, "wspace": 0.05,
                                      "hspace": 0.1})
     for ax in axes.flat:
@@ -176,7 +85,7 @@ def reverse_trajectory(denoiser, digit=3, seed=0):
 
 
 def trajectory_png(traj, path):
-    fig, ax = _figure((8, 4))
+    fig, ax = canvas_figure((8, 4))
     cmap = matplotlib.colormaps["viridis"]
     for i, x in enumerate(traj):
         ax.plot(x.numpy(), color=cmap(i / (len(traj) - 1)), lw=2.0 if i == len(traj) - 1 else 0.7)
@@ -188,7 +97,7 @@ def trajectory_gif(traj, timesteps, path, fps=6):
     """An animated GIF of one trajectory [x_T, ..., x_0], frame i titled with timesteps[i]."""
     from matplotlib.animation import FuncAnimation, PillowWriter
 
-    fig, ax = _figure((6, 3))
+    fig, ax = canvas_figure((6, 3))
     lim = max(float(torch.stack(traj).abs().max()), 1.0)
     (line,) = ax.plot(traj[0].numpy())
     ax.set_ylim(-lim, lim)
@@ -212,7 +121,7 @@ def forward_reverse(x0, traj, noise_path, path, columns=6):
     T = noise_path.T
     ts = [round(T * i / (columns - 1)) for i in range(columns)]
     eps = torch.randn((1, 40), generator=torch.Generator().manual_seed(1))
-    fig, axes = _figure((2.6 * columns, 4.2), 2, columns, sharey=True)
+    fig, axes = canvas_figure((2.6 * columns, 4.2), 2, columns, sharey=True)
     for j, t in enumerate(ts):
         axes[0][j].plot(ops.q_sample(x0[None], eps, t, noise_path)[0].numpy(), color="tab:blue")
         axes[0][j].set_title(f"forward t = {t}", fontsize=9)
@@ -224,7 +133,7 @@ def forward_reverse(x0, traj, noise_path, path, columns=6):
 
 
 def samplers_plot(rows, path):
-    fig, ax = _figure((6, 4))
+    fig, ax = canvas_figure((6, 4))
     for name, marker in (("ddim", "o"), ("dpmpp_2m", "s")):
         pts = sorted((r["steps"], r["fd_1d"]) for r in rows if r["sampler"] == name and r["guidance"] == 1.0)
         if pts:
@@ -239,6 +148,22 @@ def samplers_plot(rows, path):
     save_figure(fig, path)
 
 
+def guidance_plot(rows, path):
+    """Accuracy of guided samples against FD-1D, one curve per kind of guidance, each point labelled with its
+    scale (quality.compare_guidance's rows): the fidelity-diversity trade-off."""
+    fig, ax = canvas_figure((6, 4))
+    for kind, marker in (("classifier-free", "o"), ("classifier", "s")):
+        pts = [r for r in rows if r["guidance"] == kind]
+        ax.plot([r["accuracy"] for r in pts], [r["fd_1d"] for r in pts], marker=marker, label=f"{kind} guidance")
+        for r in pts:
+            ax.annotate(f"{r['scale']:g}", (r["accuracy"], r["fd_1d"]), fontsize=7, xytext=(3, 3), textcoords="offset points")
+    ax.axhline(rows[0]["fd_floor"], ls="--", color="gray", label="FD floor (train vs test)")
+    ax.set_xlabel("accuracy of guided samples (fidelity)")
+    ax.set_ylabel("FD-1D (lower: closer to the data)")
+    ax.legend(fontsize=8)
+    save_figure(fig, path)
+
+
 # ---- the command line -----------------------------------------------------------------------------------------
 
 def samples_grid(x, y, path, per_class=16):
@@ -247,7 +172,7 @@ def samples_grid(x, y, path, per_class=16):
     labels = sorted(set(y.tolist()))
     rows = [x[y == label][:per_class] for label in labels]
     columns = max(len(row) for row in rows)
-    fig, axes = _figure((1.0 * columns + 0.6, 0.7 * len(rows)), len(rows), columns, sharex=True, sharey=True,
+    fig, axes = canvas_figure((1.0 * columns + 0.6, 0.7 * len(rows)), len(rows), columns, sharex=True, sharey=True,
                         squeeze=False)
     for ax_row, label, row in zip(axes, labels, rows):
         ax_row[0].set_ylabel(f"{label}" if label < NUM_CLASSES else "uncond.", rotation=0, ha="right", va="center")
@@ -267,7 +192,7 @@ def loss_curves(history, path, title):
     epochs = [h["epoch"] for h in history]
     components = [k for k in history[0] if k not in ("epoch", "loss", "lr", "time_s")]
     marker = "o" if len(epochs) <= 30 else None  # few epochs: show each one
-    fig, ax = _figure((7, 4.5))
+    fig, ax = canvas_figure((7, 4.5))
     ax.plot(epochs, [h["loss"] for h in history], color="black", lw=2.5, marker=marker, label="total (weighted)")
     for k in components:
         ax.plot(epochs, [h[k] for h in history], lw=1.2, marker=marker, markersize=3, label=k)

@@ -92,7 +92,21 @@ def _samplers_section(rows):
             "unconditional, so it has no accuracy).", "", table, ""]
 
 
-def markdown(records, summary, cells, best, best_key, samplers=None):
+def _guidance_section(rows):
+    table = _table(["guidance", "scale", "accuracy of guided samples", "FD-1D", "FD floor", "coverage entropy",
+                    "s per 1,000 samples"],
+                   [[r["guidance"], r["scale"], _fmt(r["accuracy"]), _fmt(r["fd_1d"]), _fmt(r["fd_floor"]),
+                     _fmt(r["coverage_entropy"]), _fmt(r["seconds_per_1000"])] for r in rows])
+    return ["## Guidance on the best configuration", "",
+            "Classifier-free guidance of the conditional network at scale g, against classifier guidance of the "
+            "unconditional network (g = 0) by a noise-aware classifier p(y | x_t, t) at scale c (docs/math.md#guidance); "
+            "DDIM at the run's steps, the same starting noise for every row. Accuracy is fidelity to the asked "
+            "class (the reference classifier's); FD-1D and the coverage entropy of the predicted classes measure how "
+            "close to the data and how diverse the samples are.", "", table, "",
+            "![accuracy against FD-1D per guidance scale](figures/guidance.png)", ""]
+
+
+def markdown(records, summary, cells, best, best_key, samplers=None, guidance=None):
     main = [k for k in METRICS if all(k in row for row in summary)]
     rows = [[row["config"], row["n_seeds"]] + [f"{_fmt(row[k]['mean'])} ± {_fmt(row[k]['std'])}" for k in main]
             for row in summary]
@@ -131,6 +145,7 @@ def markdown(records, summary, cells, best, best_key, samplers=None):
         f"**{best}** (lowest mean {best_key}).",
         "",
         *(_samplers_section(samplers) if samplers else []),
+        *(_guidance_section(guidance) if guidance else []),
         "## Figures",
         "",
         "![training loss](figures/loss_curves.png)",
@@ -151,30 +166,41 @@ def markdown(records, summary, cells, best, best_key, samplers=None):
     return "\n".join(parts)
 
 
-def best_model_samplers(records, best, out_dir, classifier, data_cache, n):
-    """Samplers compared on the best configuration's first seed (samplers.json), and its figures; returns
-    the comparison's rows."""
+def best_model_samplers(records, best, out_dir, classifier, data_cache, n, noisy_classifiers=None):
+    """Samplers compared on the best configuration's first seed (samplers.json), and its figures; with a noise-aware
+    classifier of its path (noisy_classifiers: {noise: file}), the two kinds of guidance too (guidance.json).
+    Returns the rows of the two comparisons (None for guidance without a classifier)."""
     from .checkpoints import load_run
     from .data import load_mnist1d
-    from .figures import model_figures
-    from .quality import compare_samplers, load_classifier
+    from .figures import guidance_plot, model_figures
+    from .guidance import load_noisy_classifier
+    from .quality import compare_guidance, compare_samplers, load_classifier
 
     run = next(r for r in sorted(records, key=lambda r: r["seed"]) if config_name(r) == best)["run"]
     logger.info(f"comparing samplers on {run}")
     denoiser, cfg = load_run(run)
     data = load_mnist1d(data_cache)
-    rows = compare_samplers(denoiser, cfg, load_classifier(classifier)[0], data, n=n)
+    reference = load_classifier(classifier)[0]
+    rows = compare_samplers(denoiser, cfg, reference, data, n=n)
     save_json({"run": run, "samplers": rows}, out_dir / "samplers.json")
     model_figures(denoiser, cfg, data, rows, out_dir / "figures")
-    return rows
+    if not noisy_classifiers:
+        return rows, None
+    logger.info(f"comparing classifier-free and classifier guidance on {run}")
+    noisy = load_noisy_classifier(noisy_classifiers[cfg["noise"]], denoiser.path)
+    guidance_rows = compare_guidance(denoiser, cfg, reference, noisy, data, n=n)
+    save_json({"run": run, "guidance": guidance_rows}, out_dir / "guidance.json")
+    guidance_plot(guidance_rows, out_dir / "figures" / "guidance.png")
+    return rows, guidance_rows
 
 
-def aggregate(run_dirs, out_dir, classifier=None, data_cache=None, n=1000, threads=0):
+def aggregate(run_dirs, out_dir, classifier=None, data_cache=None, n=1000, threads=0, noisy_classifiers=None):
     """Write summary.json, summary.csv, report.md and figures/ for the runs into out_dir; with a
-    reference classifier, also the sampler comparison and figures of the best configuration."""
+    reference classifier, also the sampler comparison and figures of the best configuration, and with
+    noise-aware classifiers ({noise: file}) its guidance comparison."""
     import torch
 
-    from .figures import grid_figures
+    from .grid_figures import grid_figures
 
     if threads:
         torch.set_num_threads(threads)
@@ -185,9 +211,10 @@ def aggregate(run_dirs, out_dir, classifier=None, data_cache=None, n=1000, threa
     best, best_key = best_configuration(summary)
     logger.info(f"{len(records)} runs of {len(summary)} configurations; the best is {best} (lowest mean {best_key})")
     grid_figures(records, summary, cells, out_dir / "figures")
-    samplers = best_model_samplers(records, best, out_dir, classifier, data_cache, n) if classifier else None
+    samplers, guidance = (best_model_samplers(records, best, out_dir, classifier, data_cache, n, noisy_classifiers)
+                          if classifier else (None, None))
     save_json({"configurations": summary, "paired": cells, "best": {"config": best, "by": best_key},
                "runs": [{k: v for k, v in r.items() if k != "history"} for r in records]}, out_dir / "summary.json")
     write_csv(summary, out_dir / "summary.csv")
-    save_text(markdown(records, summary, cells, best, best_key, samplers), out_dir / "report.md")
+    save_text(markdown(records, summary, cells, best, best_key, samplers, guidance), out_dir / "report.md")
     logger.info(f"wrote {out_dir / 'report.md'}, summary.json, summary.csv and figures/")

@@ -84,11 +84,9 @@ def cmd_sample(args):
     denoiser, cfg = load_run(args.run)
     path = denoiser.path
     settings = sample_settings(cfg, path, args.sampler, args.steps, args.eta, args.guidance)
-    if args.label is not None and settings["guidance"] == 0:
-        raise ConfigError(f"--class {args.label} needs guidance > 0 (guidance 0 draws unconditional samples); "
-                          f"give --guidance")
-    if args.classifier_scale > 0 and settings["guidance"] == 0:
-        raise ConfigError("--classifier-scale needs class labels, so guidance > 0; give --guidance")
+    if args.label is not None and settings["guidance"] == 0 and args.classifier_scale == 0:
+        raise ConfigError(f"--class {args.label} needs guidance > 0 or --classifier-scale > 0 (guidance 0 alone draws "
+                          f"unconditional samples)")
     classifier = None
     if args.noisy_classifier is not None:
         from .guidance import load_noisy_classifier

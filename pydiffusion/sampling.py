@@ -85,15 +85,16 @@ def draw_class_samples(denoiser: Denoiser, n: int, sampler: str, steps: int, eta
                        seed: int = 0, label=None, noise_seed=None, trajectory: bool = False, classifier=None,
                        classifier_scale: float = 0.0):
     """n samples of a denoiser with the sampler `sampler` (a name in SAMPLERS). Labels 0..9 in turn, or all
-    `label`; all the null label when guidance is 0. Classifier-free guidance `guidance`; classifier guidance
-    with a noise-aware `classifier` (guidance.NoisyClassifier) at `classifier_scale`. x_T comes from a generator seeded with `seed`; the
-    sampler's noise continues that generator, or, given `noise_seed`, comes from a second generator seeded
-    with it (what the quality measurements use).
+    `label`; all the null label when guidance is 0 without classifier guidance. Classifier-free guidance
+    `guidance`; classifier guidance with a noise-aware `classifier` (guidance.NoisyClassifier) at
+    `classifier_scale`, of the conditional network or, with guidance 0, of the unconditional one. x_T comes
+    from a generator seeded with `seed`; the sampler's noise continues that generator, or, given `noise_seed`,
+    comes from a second generator seeded with it (what the quality measurements use).
 
     Returns (x [n, L], y [n]), and the trajectory [x_T, ..., x_0] as a third item when `trajectory` is true.
     """
     gen = torch.Generator().manual_seed(seed)
-    if guidance == 0:
+    if guidance == 0 and not classifier_scale:
         y = torch.full((n,), NULL_LABEL)
     elif label is None:
         y = torch.arange(n) % NUM_CLASSES

@@ -130,11 +130,12 @@ EPOCH_COST = {
     for l, n, t in GRID
     for s in SEEDS
 }
-# the grid's identity (its W&B group): every key but how often progress is logged, so that a rerun with
-# another progress_seconds does not retrain
+# the grid's identity (its W&B group): every key but how often progress is logged and the noise-aware
+# classifiers' epochs, so that a rerun with another value of these does not rerun the training jobs
+NOT_GRID_ID = ("progress_seconds", "noisy_classifier_epochs")
 GRID_ID = hashlib.sha256(
     json.dumps(
-        {k: v for k, v in config.items() if k != "progress_seconds"},
+        {k: v for k, v in config.items() if k not in NOT_GRID_ID},
         sort_keys=True,
         default=str,
     ).encode()

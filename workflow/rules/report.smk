@@ -5,6 +5,9 @@ rule aggregate:
         samples=expand("{run}/samples.pt", run=RUNS),
         quality=expand("{run}/quality.json", run=RUNS),
         classifier=rules.classifier.output,
+        noisy_classifiers=expand(
+            f"{R}/noisy_classifiers/{{noise}}.pt", noise=config["grid"]["noise"]
+        ),
         data=rules.data.output,
     output:
         summary_json=f"{R}/summary.json",
@@ -60,6 +63,12 @@ rule aggregate:
             category="Samples",
         ),
         samplers=f"{R}/samplers.json",
+        guidance=f"{R}/guidance.json",
+        guidance_fig=report(
+            f"{R}/figures/guidance.png",
+            caption="../report/guidance.rst",
+            category="Samplers",
+        ),
         samplers_fig=report(
             f"{R}/figures/samplers.png",
             caption="../report/samplers.rst",

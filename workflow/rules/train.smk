@@ -46,6 +46,33 @@ rule classifier:
         "pydiffusion classifier --cache {input.data} --threads {threads} --out {output} > {log} 2>&1"
 
 
+# The noise-aware classifier p(y | x_t, t) of each noise path of the grid, for the report's comparison of
+# classifier-free and classifier guidance (~20 s each, one thread).
+rule noisy_classifier:
+    input:
+        data=rules.data.output,
+    output:
+        f"{R}/noisy_classifiers/{{noise}}.pt",
+    log:
+        f"{R}/logs/noisy_classifier-{{noise}}.log",
+    benchmark:
+        f"{R}/benchmarks/noisy_classifier-{{noise}}.tsv"
+    container:
+        CONTAINER
+    threads: 1
+    resources:
+        mem_mb=2000,
+        runtime=15,
+        cpus_per_task=1,
+    params:
+        T=SHARED.get("T", DEFAULTS["T"]),
+        schedule=SHARED.get("schedule", DEFAULTS["schedule"]),
+        epochs=config["noisy_classifier_epochs"],
+    shell:
+        "pydiffusion noisy-classifier --cache {input.data} --noise {wildcards.noise} --T {params.T} "
+        "--schedule {params.schedule} --epochs {params.epochs} --threads {threads} --out {output} > {log} 2>&1"
+
+
 # One process per configuration and seed: training, the test metrics (metrics.json), then sample
 # quality against the reference classifier (quality.json) and the report's samples (samples.pt).
 # The resumable state (checkpoint.pt, checkpoint.prev.pt) is not an output: Snakemake deletes the
