@@ -92,7 +92,7 @@ def _samplers_section(rows):
             "unconditional, so it has no accuracy).", "", table, ""]
 
 
-def _guidance_section(rows):
+def guidance_section(rows):
     table = _table(["guidance", "scale", "accuracy of guided samples", "FD-1D", "FD floor", "coverage entropy",
                     "s per 1,000 samples"],
                    [[r["guidance"], r["scale"], _fmt(r["accuracy"]), _fmt(r["fd_1d"]), _fmt(r["fd_floor"]),
@@ -145,7 +145,7 @@ def markdown(records, summary, cells, best, best_key, samplers=None, guidance=No
         f"**{best}** (lowest mean {best_key}).",
         "",
         *(_samplers_section(samplers) if samplers else []),
-        *(_guidance_section(guidance) if guidance else []),
+        *(guidance_section(guidance) if guidance else []),
         "## Figures",
         "",
         "![training loss](figures/loss_curves.png)",
