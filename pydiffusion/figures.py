@@ -28,7 +28,7 @@ TRAINING_COLORS = {"implicit": "tab:blue", "semi_implicit": "tab:orange", "consi
 GENERATED_COLOR, REAL_COLOR = "tab:orange", "tab:blue"
 
 
-def _figure(figsize, *grid, **subplots):
+def new_figure(figsize, *grid, **subplots):
     """A Figure on its own Agg canvas and its axes (fig.subplots(*grid, **subplots))."""
     fig = Figure(figsize=figsize)
     FigureCanvasAgg(fig)
@@ -51,7 +51,7 @@ def _grid_curves(records, component):
     """Per loss x noise cell, the training loss ("loss") or each of its components per epoch, the mean over
     seeds with their range shaded, one colour per training mode."""
     cell_keys = sorted({(r["loss"], r["noise"]) for r in records})
-    fig, axes = _figure((4 * len(cell_keys), 3.2), 1, len(cell_keys), squeeze=False)
+    fig, axes = new_figure((4 * len(cell_keys), 3.2), 1, len(cell_keys), squeeze=False)
     for ax, (loss, noise) in zip(axes[0], cell_keys):
         for training in sorted({r["training"] for r in records}):
             rs = [r for r in records if (r["loss"], r["noise"], r["training"]) == (loss, noise, training)]
@@ -78,7 +78,7 @@ def _grid_curves(records, component):
 
 def _metric_bars(summary):
     shown = [k for k in BAR_METRICS if all(k in row for row in summary)]
-    fig, axes = _figure((3.2 * len(shown), 3.6), 1, len(shown), squeeze=False)
+    fig, axes = new_figure((3.2 * len(shown), 3.6), 1, len(shown), squeeze=False)
     for ax, key in zip(axes[0], shown):
         ax.bar(range(len(summary)), [row[key]["mean"] for row in summary], yerr=[row[key]["std"] for row in summary],
                color=[TRAINING_COLORS.get(row["training"]) for row in summary], capsize=3)
@@ -90,7 +90,7 @@ def _metric_bars(summary):
 
 
 def _paired_differences(cells):
-    fig, axes = _figure((3.2 * len(DIFFERENCE_METRICS), 3.2), 1, len(DIFFERENCE_METRICS), squeeze=False)
+    fig, axes = new_figure((3.2 * len(DIFFERENCE_METRICS), 3.2), 1, len(DIFFERENCE_METRICS), squeeze=False)
     for ax, key in zip(axes[0], DIFFERENCE_METRICS):
         for i, c in enumerate(cells):
             if key in c:
@@ -105,7 +105,7 @@ def _paired_differences(cells):
 
 def _samples_per_configuration(records, summary):
     names = [row["config"] for row in summary]
-    fig, axes = _figure((14, 1.1 * len(names) + 0.5), len(names), NUM_CLASSES, squeeze=False, sharey=True)
+    fig, axes = new_figure((14, 1.1 * len(names) + 0.5), len(names), NUM_CLASSES, squeeze=False, sharey=True)
     for i, name in enumerate(names):
         r = next(r for r in sorted(records, key=lambda r: r["seed"]) if config_name(r) == name)
         s = load_torch(Path(r["run"]) / "samples.pt", "samples", "rerun the workflow to draw them again")
@@ -146,7 +146,7 @@ def per_class_grid(samples, y, x_real, y_real, path, per_class=4):
     shown = [[x[labels == digit][:per_class] for digit in range(NUM_CLASSES)] for _, x, labels, _ in kinds]
     lim = 1.05 * max(float(signals.abs().max()) for rows in shown for signals in rows if len(signals))
     # a narrow empty column between the two kinds
-    fig, axes = _figure((1.9 * per_class + 1.2, 0.62 * NUM_CLASSES + 0.4), NUM_CLASSES, 2 * per_class + 1, squeeze=False,
+    fig, axes = new_figure((1.9 * per_class + 1.2, 0.62 * NUM_CLASSES + 0.4), NUM_CLASSES, 2 * per_class + 1, squeeze=False,
                         gridspec_kw={"width_ratios": [1] * per_class + [0.3] + [1] * per_class, "wspace": 0.05,
                                      "hspace": 0.1})
     for ax in axes.flat:
@@ -176,7 +176,7 @@ def reverse_trajectory(denoiser, digit=3, seed=0):
 
 
 def trajectory_png(traj, path):
-    fig, ax = _figure((8, 4))
+    fig, ax = new_figure((8, 4))
     cmap = matplotlib.colormaps["viridis"]
     for i, x in enumerate(traj):
         ax.plot(x.numpy(), color=cmap(i / (len(traj) - 1)), lw=2.0 if i == len(traj) - 1 else 0.7)
@@ -188,7 +188,7 @@ def trajectory_gif(traj, timesteps, path, fps=6):
     """An animated GIF of one trajectory [x_T, ..., x_0], frame i titled with timesteps[i]."""
     from matplotlib.animation import FuncAnimation, PillowWriter
 
-    fig, ax = _figure((6, 3))
+    fig, ax = new_figure((6, 3))
     lim = max(float(torch.stack(traj).abs().max()), 1.0)
     (line,) = ax.plot(traj[0].numpy())
     ax.set_ylim(-lim, lim)
@@ -212,7 +212,7 @@ def forward_reverse(x0, traj, noise_path, path, columns=6):
     T = noise_path.T
     ts = [round(T * i / (columns - 1)) for i in range(columns)]
     eps = torch.randn((1, 40), generator=torch.Generator().manual_seed(1))
-    fig, axes = _figure((2.6 * columns, 4.2), 2, columns, sharey=True)
+    fig, axes = new_figure((2.6 * columns, 4.2), 2, columns, sharey=True)
     for j, t in enumerate(ts):
         axes[0][j].plot(ops.q_sample(x0[None], eps, t, noise_path)[0].numpy(), color="tab:blue")
         axes[0][j].set_title(f"forward t = {t}", fontsize=9)
@@ -224,7 +224,7 @@ def forward_reverse(x0, traj, noise_path, path, columns=6):
 
 
 def samplers_plot(rows, path):
-    fig, ax = _figure((6, 4))
+    fig, ax = new_figure((6, 4))
     for name, marker in (("ddim", "o"), ("dpmpp_2m", "s")):
         pts = sorted((r["steps"], r["fd_1d"]) for r in rows if r["sampler"] == name and r["guidance"] == 1.0)
         if pts:
@@ -247,7 +247,7 @@ def samples_grid(x, y, path, per_class=16):
     labels = sorted(set(y.tolist()))
     rows = [x[y == label][:per_class] for label in labels]
     columns = max(len(row) for row in rows)
-    fig, axes = _figure((1.0 * columns + 0.6, 0.7 * len(rows)), len(rows), columns, sharex=True, sharey=True,
+    fig, axes = new_figure((1.0 * columns + 0.6, 0.7 * len(rows)), len(rows), columns, sharex=True, sharey=True,
                         squeeze=False)
     for ax_row, label, row in zip(axes, labels, rows):
         ax_row[0].set_ylabel(f"{label}" if label < NUM_CLASSES else "uncond.", rotation=0, ha="right", va="center")
@@ -267,7 +267,7 @@ def loss_curves(history, path, title):
     epochs = [h["epoch"] for h in history]
     components = [k for k in history[0] if k not in ("epoch", "loss", "lr", "time_s")]
     marker = "o" if len(epochs) <= 30 else None  # few epochs: show each one
-    fig, ax = _figure((7, 4.5))
+    fig, ax = new_figure((7, 4.5))
     ax.plot(epochs, [h["loss"] for h in history], color="black", lw=2.5, marker=marker, label="total (weighted)")
     for k in components:
         ax.plot(epochs, [h[k] for h in history], lw=1.2, marker=marker, markersize=3, label=k)
