@@ -29,6 +29,7 @@ include: "workflow/rules/train.smk"
 # a config with an `ablations:` section (config/ablations.yaml) runs the ablation study, not the grid
 if ABLATIONS:
 
+    include: "workflow/rules/ablations_common.smk"
     include: "workflow/rules/ablations.smk"
 
 else:

@@ -216,12 +216,15 @@ def test_the_study_plans_240_training_jobs_and_refuses_bad_values(tmp_path):
     counts = job_counts(r.stdout)
     assert counts["ablation_train"] == 24 * 2 * 5 and counts["reference_classifier"] == 2
     assert counts["ablation_report"] == 1 and "train" not in counts and "aggregate" not in counts
-    for value, message in (("ablations={base_epochs: 0}", "ablations.base_epochs: 0 is less than the minimum of 1"),
-                           ("ablations={classifiers: {vgg: 0}}", "ablations.classifiers: 'vgg' is not one of")):
+    for value, message in (
+            ("ablations={base_epochs: 0}", "--config, section ablations: ablations.base_epochs: 0 is less than the minimum"),
+            ("ablations={classifiers: {vgg: 0}}", "--config, section ablations: ablations.classifiers: 'vgg' is not one of"),
+            ("ablations={configurations: {semi: {lr: -1}}}", "--config: ablations.configurations.semi: config key 'lr'")):
         r = snakemake("-n", "--configfile", "config/ablations.yaml", "--config", value, f"results={tmp_path / 'x'}")
         errors = [line for line in (r.stdout + r.stderr).splitlines() if "error" in line.lower()]
         assert r.returncode == 2 and len(errors) == 1 and "Traceback" not in r.stderr, r.stdout + r.stderr
-        assert errors[0].startswith("pydiffusion: error: --config, section ablations: ") and message in errors[0], errors
+        assert errors[0].startswith(f"pydiffusion: error: {message}"), errors
+    assert not (tmp_path / "x").exists()
 
 
 @pytest.mark.slow
