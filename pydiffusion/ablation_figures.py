@@ -10,27 +10,32 @@ READING_COLORS = {BETTER: "tab:green", WORSE: "tab:red"}  # no clear difference:
 
 
 def curves_figure(summary, families: dict, cells):
-    """One row per family, one column per cell: each configuration's mean x0 test MSE at t = 1..T over its
-    reference's (1 = the same; above 1 = worse denoising at that t)."""
+    """One row per family; per cell two panels: every configuration of the family's mean x0 test MSE at
+    t = 1..T (log scale), and each configuration's over its reference's (1 = the same; above 1 = worse
+    denoising at that t)."""
     curve = {(row["config"], row["cell"]): row["curve"] for row in summary}
-    fig, axes = new_figure((4.2 * len(cells), 2.6 * len(families)), len(families), len(cells), squeeze=False,
-                        sharex=True)
+    fig, axes = new_figure((4.2 * 2 * len(cells), 2.6 * len(families)), len(families), 2 * len(cells), squeeze=False,
+                           sharex=True)
     for i, (family, pairs) in enumerate(families.items()):
         for j, cell in enumerate(cells):
-            ax = axes[i][j]
+            absolute, relative = axes[i][2 * j], axes[i][2 * j + 1]
+            for name in dict.fromkeys(n for pair in pairs for n in pair):
+                if (name, cell) in curve:
+                    absolute.plot(range(1, len(curve[(name, cell)]) + 1), curve[(name, cell)], marker=".", lw=1,
+                                  label=name)
+            absolute.set_yscale("log")
             for name, reference in pairs:
                 if (name, cell) in curve and (reference, cell) in curve:
                     ratio = [a / b for a, b in zip(curve[(name, cell)], curve[(reference, cell)])]
-                    ax.plot(range(1, len(ratio) + 1), ratio, marker=".", lw=1, label=f"{name} / {reference}")
-            ax.axhline(1, color="gray", lw=0.8)
-            ax.set_title(f"{family}, {cell}", fontsize=8)
-            ax.tick_params(labelsize=7)
-            if j == 0:
-                ax.set_ylabel("test MSE(t) / reference", fontsize=7)
-            if i == len(families) - 1:
-                ax.set_xlabel("t", fontsize=7)
-            if ax.lines[1:]:
+                    relative.plot(range(1, len(ratio) + 1), ratio, marker=".", lw=1, label=f"{name} / {reference}")
+            relative.axhline(1, color="gray", lw=0.8)
+            absolute.set_title(f"{family}, {cell}: test MSE(t)", fontsize=8)
+            relative.set_title(f"{family}, {cell}: over the reference", fontsize=8)
+            for ax in (absolute, relative):
+                ax.tick_params(labelsize=7)
                 ax.legend(fontsize=5)
+                if i == len(families) - 1:
+                    ax.set_xlabel("t", fontsize=7)
     return fig
 
 

@@ -98,6 +98,11 @@ def floor_section(floor):
     return md_table(["classifier", "test accuracy", "FD floor per disjoint train subset", "mean ± sd", "sd / mean"], rows)
 
 
+def missing_cells(section):
+    return [f"{lo}-{no}" for lo, no in itertools.product(CHOICES["loss"], CHOICES["noise"])
+            if f"{lo}-{no}" not in section["cells"]]
+
+
 def what_would_change(section, comparisons, floor, judged):
     lines, open_items = ["### Ruled out", ""], []
     key_words = [(k, w, lower) for k, w, lower in judged if k.startswith(("test_mse", "fd_1d"))]
@@ -119,8 +124,7 @@ def what_would_change(section, comparisons, floor, judged):
             if section["configurations"][reference].get("match") == "wallclock" and abs(r["time_ratio"] - 1) > 0.1:
                 open_items.append(f"- {name} vs {reference}, {r['cell']}: matched wall-clock only roughly (realised time "
                                   f"ratio {fmt(r['time_ratio'])}, wallclock_ratio {section['wallclock_ratio']}).")
-    missing = [f"{lo}-{no}" for lo, no in itertools.product(CHOICES["loss"], CHOICES["noise"])
-               if f"{lo}-{no}" not in section["cells"]]
+    missing = missing_cells(section)
     if missing:
         open_items.append(f"- The cells {', '.join(missing)} were not run (the study runs {', '.join(section['cells'])} "
                           f"only, to fit the machine).")
@@ -133,6 +137,9 @@ def what_would_change(section, comparisons, floor, judged):
 def markdown(section, configs, summary, comparisons, floor, classifiers, n_runs):
     judged = judged_metrics(classifiers)
     seeds = sorted({r["metrics"]["test_mse_forward"]["n"] for r in summary})
+    missing = missing_cells(section)
+    scope = (f" The study runs the cells {', '.join(section['cells'])} only; {', '.join(missing)} are left out to fit "
+             "the machine." if missing else "")
     parts = ["# pydiffusion ablation study", "",
              f"{n_runs} runs: {len(configs)} configurations x cells {', '.join(section['cells'])} x {'/'.join(map(str, seeds))} "
              f"seeds, base length {section['base_epochs']} epochs (a configuration trains base x epochs_x), "
@@ -140,7 +147,8 @@ def markdown(section, configs, summary, comparisons, floor, classifiers, n_runs)
              + ", ".join(f"{c} (test accuracy {fmt(floor[c]['test_acc'])})" for c in classifiers)
              + ". Each comparison is a configuration against its family's reference, per cell: Welch's difference "
                "(configuration minus reference) with its 95% t interval, Hedges' g with its 95% interval, and p-values "
-               "adjusted by Holm-Bonferroni over the family's comparisons x cells, per measure (docs/math.md).", "",
+               "adjusted by Holm-Bonferroni over the family's comparisons x cells, per measure (docs/math.md)."
+             + scope, "",
              "## Does any setting make semi-implicit training help?", "", *verdict(comparisons, judged), "",
              "## Families", ""]
     by_family = {}
@@ -153,7 +161,7 @@ def markdown(section, configs, summary, comparisons, floor, classifiers, n_runs)
               "", "## Sample draws", "", "Mean FD-1D over seeds of each independent sample set.", "",
               draws_section(summary, classifiers), "",
               "## Reference classifiers and the FD floor", "", floor_section(floor), "",
-              "## Figures", "", "![per-timestep test MSE over the reference's](figures/curves.png)", "",
+              "## Figures", "", "![per-timestep test MSE, and over the reference's](figures/curves.png)", "",
               "![effect sizes](figures/effects.png)", "",
               "## What would change the verdict", "", *what_would_change(section, comparisons, floor, judged), ""]
     return "\n".join(parts)

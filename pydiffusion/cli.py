@@ -33,7 +33,8 @@ def cmd_train(args):
     cfg = load_config(args.config, args.set)
     evaluate = None
     if args.classifier:
-        quality_command.check_quality_options(args.quality_samples, args.quality_draws, n_flag="--quality-samples")
+        quality_command.check_quality_options(args.quality_samples, args.quality_draws, n_flag="--quality-samples",
+                                              draws_flag="--quality-draws")
         if args.samples is not None and args.samples < 1:
             raise ConfigError(f"need --samples >= 1; got {args.samples}")
         classifiers = quality_command.load_classifiers(args.classifier)  # a bad file stops the run before any training

@@ -43,9 +43,9 @@ def load_classifiers(paths) -> list:
     return models
 
 
-def check_quality_options(n, draws, seed=0, n_flag="--n"):
+def check_quality_options(n, draws, seed=0, n_flag="--n", draws_flag="--draws"):
     if n < 10 or draws < 1 or not 0 <= seed < MAX_SEED:
-        raise ConfigError(f"need {n_flag} >= 10 (samples per measurement), --draws >= 1 and --seed in [0, 2**63); "
+        raise ConfigError(f"need {n_flag} >= 10 (samples per measurement), {draws_flag} >= 1 and --seed in [0, 2**63); "
                           f"got {n}, {draws} and {seed}")
 
 
