@@ -137,9 +137,10 @@ def evaluate_quality(denoiser, cfg, classifier, data, n=1000, seed=0, sampler="d
     x, _, x_test, _ = data
     g = guidance if guidance is not None else (cfg["guidance"] or 1.0)
     steps = steps or cfg["sample_steps"]
-    named = {"": classifier, **{f"_{classifier_name(c)}": c for c in more_classifiers}}
-    if len(named) != 1 + len(more_classifiers) or "_" + classifier_name(classifier) in named:
-        raise ValueError("evaluate_quality: the classifiers must be of different architectures")
+    names = [classifier_name(c) for c in (classifier, *more_classifiers)]
+    if len(set(names)) != len(names):
+        raise ValueError(f"evaluate_quality: the classifiers must be of different architectures, not {names}")
+    named = {"": classifier, **{f"_{name}": c for name, c in zip(names[1:], more_classifiers)}}
     feats = {suffix: features(c, x_test) for suffix, c in named.items()}
     floors = {suffix: fd_floor(c, x, x_test, n, seed, feats[suffix]) for suffix, c in named.items()}
     per_draw = []
