@@ -110,8 +110,9 @@ def what_would_change(section, comparisons, floor, judged):
         readings = [m["reading"] for r in rows for m in r["metrics"].values()]
         best = ", ".join(f"{w} {100 * best_case(rows, k, lower):+.0f}%" for k, w, lower in key_words)
         if BETTER not in readings:
-            lines.append(f"- {family}: {name} vs {reference}: worse in {readings.count(WORSE)} and better in none of "
-                         f"{len(readings)} readings; the most its 95% intervals allow: {best} against the reference.")
+            lines.append(f"- {family}: {name} vs {reference}: better in none of {len(readings)} readings (worse in "
+                         f"{readings.count(WORSE)}); its 95% intervals rule out improvements beyond {best} of the "
+                         f"reference.")
         for r in rows:
             for k, w, lower in key_words:
                 gain = best_case([r], k, lower)
