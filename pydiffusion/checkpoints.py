@@ -8,7 +8,7 @@ from pathlib import Path
 
 import torch
 
-from .config import ConfigError, validate
+from .config import DEFAULTS, ConfigError, validate
 from .denoiser import Denoiser
 from .files import UnreadableFileError, UnsafeFileError, load_torch, save_torch
 from .models import build_model
@@ -70,7 +70,8 @@ def save_checkpoint(state: dict, out_dir: Path):
 
 
 def _changed_keys(saved: dict, cfg: dict) -> list:
-    return [k for k in sorted(set(cfg) - RESUMABLE_CHANGES) if saved.get(k) != cfg[k]]
+    # a key added to config.DEFAULTS after the checkpoint was written: its default is the behaviour it trained with
+    return [k for k in sorted(set(cfg) - RESUMABLE_CHANGES) if saved.get(k, DEFAULTS.get(k)) != cfg[k]]
 
 
 def resume_state(out_dir: Path, cfg: dict, restart_on_config_change: bool, log):

@@ -14,9 +14,9 @@ import warnings
 from importlib.metadata import version
 from pathlib import Path
 
-from . import classifier_commands, sample_command
+from . import noisy_classifier_command, quality_command, sample_command
 from .checks import check_out_file
-from .config import MAX_SEED, ConfigError, load_config
+from .config import ConfigError, load_config
 
 
 def cmd_data(args):
@@ -33,42 +33,21 @@ def cmd_train(args):
     cfg = load_config(args.config, args.set)
     evaluate = None
     if args.classifier:
-        from .quality import load_classifier
-
-        if args.quality_samples < 10 or (args.samples is not None and args.samples < 1):
-            raise ConfigError(f"need --quality-samples >= 10 and --samples >= 1; got {args.quality_samples} and "
-                              f"{args.samples}")
-        classifier, _ = load_classifier(args.classifier)  # a bad file stops the run before any training
+        quality_command.check_quality_options(args.quality_samples, args.quality_draws, n_flag="--quality-samples",
+                                              draws_flag="--quality-draws")
+        if args.samples is not None and args.samples < 1:
+            raise ConfigError(f"need --samples >= 1; got {args.samples}")
+        classifiers = quality_command.load_classifiers(args.classifier)  # a bad file stops the run before any training
 
         def evaluate(denoiser, cfg, data, tracker):
-            _evaluate_samples(denoiser, cfg, data, tracker, Path(args.out), classifier, args.quality_samples,
-                              args.samples)
+            quality_command.evaluate_samples(denoiser, cfg, data, tracker, args.out, classifiers, args.quality_samples,
+                                             args.samples, args.quality_draws)
 
     metrics = train(cfg, args.out, wait=args.wait, restart_on_config_change=args.restart_on_config_change,
                     evaluate=evaluate)
     print(f"test_mse={metrics['test_mse']:.4f} (forward {metrics['test_mse_forward']:.4f}, inverse "
           f"{metrics['test_mse_inverse']:.4f}) test_kl={metrics['test_kl']:.4f} nats/dim "
           f"in {metrics['train_time_s']:.1f} s; wrote {Path(args.out) / 'metrics.json'}")
-
-
-def _evaluate_samples(denoiser, cfg, data, tracker, run_dir, classifier, n_quality, n_samples):
-    """What `pydiffusion quality` and `pydiffusion sample` (with its defaults; n_samples None: the config's)
-    write, into RUN/quality.json and RUN/samples.pt, in the training process: one process per grid job
-    instead of three."""
-    from .files import save_json
-    from .quality import evaluate_quality
-    from .sampling import draw_class_samples
-
-    q = evaluate_quality(denoiser, cfg, classifier, data, n=n_quality, seed=0)
-    save_json(q, run_dir / "quality.json")
-    tracker.summary(q)
-    settings = sample_command.sample_settings(cfg, denoiser.path)
-    n = cfg["n_samples"] if n_samples is None else n_samples
-    x, y = draw_class_samples(denoiser, n, **settings, seed=0)
-    sample_command.write_samples(x, y, {**settings, "seed": 0}, run_dir / "samples.pt")
-    tracker.log_samples(x, y, denoiser)
-    print(f"guided accuracy {q['sample_acc_guided']:.3f}, FD-1D {q['fd_1d']:.3f} (floor {q['fd_floor']:.3f}); "
-          f"wrote {run_dir / 'quality.json'} and {run_dir / 'samples.pt'}")
 
 
 def cmd_evaluate(args):
@@ -99,25 +78,6 @@ def cmd_plot(args):
         raise UnreadableFileError(f"history {file} holds no epochs; {fix}")
     loss_curves(history, out, f"{args.run}: training loss per epoch")
     print(f"{len(history)} epochs of {file}; wrote {out}")
-
-
-def cmd_quality(args):
-    from .checkpoints import load_run
-    from .data import load_mnist1d
-    from .files import save_json
-    from .quality import evaluate_quality, load_classifier
-    from .tracking import log_quality
-
-    check_out_file(args.out, (".json",))
-    if args.n < 10 or not 0 <= args.seed < MAX_SEED:
-        raise ConfigError(f"need --n >= 10 (samples per measurement) and --seed in [0, 2**63); got {args.n} and {args.seed}")
-    denoiser, cfg = load_run(args.run)
-    classifier, _ = load_classifier(args.classifier)
-    q = evaluate_quality(denoiser, cfg, classifier, load_mnist1d(cfg["data_cache"]), n=args.n, seed=args.seed)
-    save_json(q, args.out)
-    log_quality(cfg, args.run, q)
-    print(f"guided accuracy {q['sample_acc_guided']:.3f}, FD-1D {q['fd_1d']:.3f} (floor {q['fd_floor']:.3f}), "
-          f"coverage {q['coverage_entropy']:.3f}; wrote {args.out}")
 
 
 def cmd_doctor(args):
@@ -212,9 +172,11 @@ def build_parser():
     s.add_argument("--restart-on-config-change", action="store_true",
                    help="a checkpoint in OUT of a different configuration is discarded instead of stopping "
                         "(the workflow's choice: a changed grid retrains)")
-    s.add_argument("--classifier", help="after training, also write OUT/quality.json (as `pydiffusion quality`) and "
-                                        "OUT/samples.pt (as `pydiffusion sample`) with this reference classifier")
+    s.add_argument("--classifier", nargs="+", metavar="FILE",
+                   help="after training, also write OUT/quality.json (as `pydiffusion quality`) and OUT/samples.pt (as "
+                        "`pydiffusion sample`) with these reference classifiers")
     s.add_argument("--quality-samples", type=int, default=1000, help="with --classifier: samples per quality measurement")
+    s.add_argument("--quality-draws", type=int, default=1, help="with --classifier: independent sample sets per measurement")
     s.add_argument("--samples", type=int, help="with --classifier: samples written to OUT/samples.pt (default: the "
                                                "config's n_samples)")
 
@@ -229,20 +191,17 @@ def build_parser():
     s.add_argument("--run", required=True, help="a run directory (from `pydiffusion train`)")
     s.add_argument("--out", required=True, help="a .png file")
 
-    s = command("classifier", classifier_commands.cmd_classifier,
-                "train the reference MNIST-1D classifier (for FD-1D and sample accuracy)")
-    classifier_commands.add_classifier_arguments(s)
+    s = command("classifier", quality_command.cmd_classifier,
+                "train a reference MNIST-1D classifier (for FD-1D and sample accuracy)")
+    quality_command.add_classifier_arguments(s)
 
-    s = command("noisy-classifier", classifier_commands.cmd_noisy_classifier,
+    s = command("noisy-classifier", noisy_classifier_command.cmd_noisy_classifier,
                 "train the noise-aware classifier p(y | x_t, t) of one noise path (for classifier guidance)")
-    classifier_commands.add_noisy_classifier_arguments(s)
+    noisy_classifier_command.add_arguments(s)
 
-    s = command("quality", cmd_quality, "sample quality of a run: accuracy, FD-1D and its floor, coverage, copying")
-    s.add_argument("--run", required=True, help="a run directory (from `pydiffusion train`)")
-    s.add_argument("--classifier", required=True, help="the reference classifier, from `pydiffusion classifier`")
-    s.add_argument("--n", type=int, default=1000, help="samples per measurement")
-    s.add_argument("--seed", type=int, default=0, help="seed of the samples")
-    s.add_argument("--out", required=True, help="a .json file")
+    s = command("quality", quality_command.cmd_quality,
+                "sample quality of a run: accuracy, FD-1D and its floor, coverage, copying")
+    quality_command.add_quality_arguments(s)
 
     command("doctor", cmd_doctor, "check imports, ops backend, W&B mode, data generation and CUDA")
     return p

@@ -13,6 +13,7 @@ import yaml
 DEFAULTS = {
     # data
     "data_cache": None,          # folder for the generated MNIST-1D (default $PYDIFFUSION_CACHE or ~/.cache/pydiffusion)
+    "train_fraction": 1.0,       # train on this class-stratified share of the training set (data.train_subset)
     # diffusion
     "noise": "gaussian",
     "schedule": "linear",
@@ -30,6 +31,7 @@ DEFAULTS = {
     "w_consistency": 0.5,
     # model
     "model": "unet",
+    "conditioning": "input",     # where the direction z enters: the input channel, or also the FiLM embedding
     "channels": 32,
     "channel_mult": [1, 2, 2],    # 32-64-64: about 0.42M parameters
     "blocks_per_level": 1,
@@ -81,6 +83,7 @@ CHOICES = {
     "loss": ("mse", "kl"),
     "training": tuple(TRAINING_PASSES),
     "model": ("unet", "mlp"),
+    "conditioning": ("input", "embedding"),
     "device": ("auto", "cpu", "cuda"),
     "sampler": ("ddim", "ddpm", "dpmpp_2m"),  # the names of sampling.SAMPLERS (imports torch; a test checks)
     "wandb_mode": ("disabled", "offline", "online"),
@@ -91,6 +94,7 @@ MAX_SEED = 2**63
 
 # key -> (predicate, description of the valid values)
 CHECKS = {
+    "train_fraction": (lambda v: 0 < v <= 1, "in (0, 1] (the share of the training set)"),
     "T": (lambda v: v >= 2, "an integer >= 2"),
     "clip": (lambda v: v >= 0, ">= 0 (0 disables clamping)"),
     "channels": (lambda v: v >= 8 and v % 8 == 0, "a multiple of 8, >= 8 (GroupNorm uses 8 groups)"),

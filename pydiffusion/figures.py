@@ -23,7 +23,7 @@ from .sampling import draw_class_samples, timesteps_for
 GENERATED_COLOR, REAL_COLOR = "tab:orange", "tab:blue"
 
 
-def canvas_figure(figsize, *grid, **subplots):
+def new_figure(figsize, *grid, **subplots):
     """A Figure on its own Agg canvas and its axes (fig.subplots(*grid, **subplots))."""
     fig = Figure(figsize=figsize)
     FigureCanvasAgg(fig)
@@ -55,7 +55,7 @@ def per_class_grid(samples, y, x_real, y_real, path, per_class=4):
     shown = [[x[labels == digit][:per_class] for digit in range(NUM_CLASSES)] for _, x, labels, _ in kinds]
     lim = 1.05 * max(float(signals.abs().max()) for rows in shown for signals in rows if len(signals))
     # a narrow empty column between the two kinds
-    fig, axes = canvas_figure((1.9 * per_class + 1.2, 0.62 * NUM_CLASSES + 0.4), NUM_CLASSES, 2 * per_class + 1, squeeze=False,
+    fig, axes = new_figure((1.9 * per_class + 1.2, 0.62 * NUM_CLASSES + 0.4), NUM_CLASSES, 2 * per_class + 1, squeeze=False,
                         gridspec_kw={"width_ratios": [1] * per_class + [0.3] + [1] * per_class, "wspace": 0.05,
                                      "hspace": 0.1})
     for ax in axes.flat:
@@ -85,7 +85,7 @@ def reverse_trajectory(denoiser, digit=3, seed=0):
 
 
 def trajectory_png(traj, path):
-    fig, ax = canvas_figure((8, 4))
+    fig, ax = new_figure((8, 4))
     cmap = matplotlib.colormaps["viridis"]
     for i, x in enumerate(traj):
         ax.plot(x.numpy(), color=cmap(i / (len(traj) - 1)), lw=2.0 if i == len(traj) - 1 else 0.7)
@@ -97,7 +97,7 @@ def trajectory_gif(traj, timesteps, path, fps=6):
     """An animated GIF of one trajectory [x_T, ..., x_0], frame i titled with timesteps[i]."""
     from matplotlib.animation import FuncAnimation, PillowWriter
 
-    fig, ax = canvas_figure((6, 3))
+    fig, ax = new_figure((6, 3))
     lim = max(float(torch.stack(traj).abs().max()), 1.0)
     (line,) = ax.plot(traj[0].numpy())
     ax.set_ylim(-lim, lim)
@@ -121,7 +121,7 @@ def forward_reverse(x0, traj, noise_path, path, columns=6):
     T = noise_path.T
     ts = [round(T * i / (columns - 1)) for i in range(columns)]
     eps = torch.randn((1, 40), generator=torch.Generator().manual_seed(1))
-    fig, axes = canvas_figure((2.6 * columns, 4.2), 2, columns, sharey=True)
+    fig, axes = new_figure((2.6 * columns, 4.2), 2, columns, sharey=True)
     for j, t in enumerate(ts):
         axes[0][j].plot(ops.q_sample(x0[None], eps, t, noise_path)[0].numpy(), color="tab:blue")
         axes[0][j].set_title(f"forward t = {t}", fontsize=9)
@@ -133,7 +133,7 @@ def forward_reverse(x0, traj, noise_path, path, columns=6):
 
 
 def samplers_plot(rows, path):
-    fig, ax = canvas_figure((6, 4))
+    fig, ax = new_figure((6, 4))
     for name, marker in (("ddim", "o"), ("dpmpp_2m", "s")):
         pts = sorted((r["steps"], r["fd_1d"]) for r in rows if r["sampler"] == name and r["guidance"] == 1.0)
         if pts:
@@ -151,7 +151,7 @@ def samplers_plot(rows, path):
 def guidance_plot(rows, path):
     """Accuracy of guided samples against FD-1D, one curve per kind of guidance, each point labelled with its
     scale (quality.compare_guidance's rows): the fidelity-diversity trade-off."""
-    fig, ax = canvas_figure((6, 4))
+    fig, ax = new_figure((6, 4))
     for kind, marker in (("classifier-free", "o"), ("classifier", "s")):
         pts = [r for r in rows if r["guidance"] == kind]
         ax.plot([r["accuracy"] for r in pts], [r["fd_1d"] for r in pts], marker=marker, label=f"{kind} guidance")
@@ -172,7 +172,7 @@ def samples_grid(x, y, path, per_class=16):
     labels = sorted(set(y.tolist()))
     rows = [x[y == label][:per_class] for label in labels]
     columns = max(len(row) for row in rows)
-    fig, axes = canvas_figure((1.0 * columns + 0.6, 0.7 * len(rows)), len(rows), columns, sharex=True, sharey=True,
+    fig, axes = new_figure((1.0 * columns + 0.6, 0.7 * len(rows)), len(rows), columns, sharex=True, sharey=True,
                         squeeze=False)
     for ax_row, label, row in zip(axes, labels, rows):
         ax_row[0].set_ylabel(f"{label}" if label < NUM_CLASSES else "uncond.", rotation=0, ha="right", va="center")
@@ -192,7 +192,7 @@ def loss_curves(history, path, title):
     epochs = [h["epoch"] for h in history]
     components = [k for k in history[0] if k not in ("epoch", "loss", "lr", "time_s")]
     marker = "o" if len(epochs) <= 30 else None  # few epochs: show each one
-    fig, ax = canvas_figure((7, 4.5))
+    fig, ax = new_figure((7, 4.5))
     ax.plot(epochs, [h["loss"] for h in history], color="black", lw=2.5, marker=marker, label="total (weighted)")
     for k in components:
         ax.plot(epochs, [h[k] for h in history], lw=1.2, marker=marker, markersize=3, label=k)

@@ -7,7 +7,7 @@ from pathlib import Path
 from matplotlib.patches import Patch
 
 from .data import NUM_CLASSES
-from .figures import canvas_figure
+from .figures import new_figure
 from .files import load_torch, save_figure
 from .grid_stats import BAR_METRICS, DIFFERENCE_METRICS, config_name
 
@@ -28,7 +28,7 @@ def _grid_curves(records, component):
     """Per loss x noise cell, the training loss ("loss") or each of its components per epoch, the mean over
     seeds with their range shaded, one colour per training mode."""
     cell_keys = sorted({(r["loss"], r["noise"]) for r in records})
-    fig, axes = canvas_figure((4 * len(cell_keys), 3.2), 1, len(cell_keys), squeeze=False)
+    fig, axes = new_figure((4 * len(cell_keys), 3.2), 1, len(cell_keys), squeeze=False)
     for ax, (loss, noise) in zip(axes[0], cell_keys):
         for training in sorted({r["training"] for r in records}):
             rs = [r for r in records if (r["loss"], r["noise"], r["training"]) == (loss, noise, training)]
@@ -55,7 +55,7 @@ def _grid_curves(records, component):
 
 def _metric_bars(summary):
     shown = [k for k in BAR_METRICS if all(k in row for row in summary)]
-    fig, axes = canvas_figure((3.2 * len(shown), 3.6), 1, len(shown), squeeze=False)
+    fig, axes = new_figure((3.2 * len(shown), 3.6), 1, len(shown), squeeze=False)
     for ax, key in zip(axes[0], shown):
         ax.bar(range(len(summary)), [row[key]["mean"] for row in summary], yerr=[row[key]["std"] for row in summary],
                color=[TRAINING_COLORS.get(row["training"]) for row in summary], capsize=3)
@@ -67,7 +67,7 @@ def _metric_bars(summary):
 
 
 def _paired_differences(cells):
-    fig, axes = canvas_figure((3.2 * len(DIFFERENCE_METRICS), 3.2), 1, len(DIFFERENCE_METRICS), squeeze=False)
+    fig, axes = new_figure((3.2 * len(DIFFERENCE_METRICS), 3.2), 1, len(DIFFERENCE_METRICS), squeeze=False)
     for ax, key in zip(axes[0], DIFFERENCE_METRICS):
         for i, c in enumerate(cells):
             if key in c:
@@ -82,7 +82,7 @@ def _paired_differences(cells):
 
 def _samples_per_configuration(records, summary):
     names = [row["config"] for row in summary]
-    fig, axes = canvas_figure((14, 1.1 * len(names) + 0.5), len(names), NUM_CLASSES, squeeze=False, sharey=True)
+    fig, axes = new_figure((14, 1.1 * len(names) + 0.5), len(names), NUM_CLASSES, squeeze=False, sharey=True)
     for i, name in enumerate(names):
         r = next(r for r in sorted(records, key=lambda r: r["seed"]) if config_name(r) == name)
         s = load_torch(Path(r["run"]) / "samples.pt", "samples", "rerun the workflow to draw them again")

@@ -1,8 +1,9 @@
 """Networks f(x, t, z, y) -> output [B, L] for length-40 signals.
 
 x: signal [B, L]; t: int64 timestep [B]; z: direction [B] (0 forward, 1 inverse), fed as an
-extra input channel; y: int64 class label [B] with NULL_LABEL for "no class"
-(classifier-free guidance). Both models share the conditioning embedding.
+extra input channel and, with `conditioning: embedding`, also as a learned embedding of its own added
+to the conditioning vector, so that it reaches every FiLM layer; y: int64 class label [B] with
+NULL_LABEL for "no class" (classifier-free guidance). Both models share the conditioning embedding.
 
 Inside UNet1D a feature map is [B, C, 1, L] in the channels-last memory format: oneDNN's
 convolutions and PyTorch's GroupNorm run faster on that layout than on [B, C, L] (the whole
@@ -35,16 +36,21 @@ class Conv(nn.Conv1d):
 
 
 class Conditioning(nn.Module):
-    """(t, y) -> one embedding vector: sinusoidal time -> MLP, plus a learned class embedding."""
+    """(t, y, z) -> one embedding vector: sinusoidal time -> MLP, plus a learned class embedding, plus (with
+    `direction`) a learned direction embedding of z, separate from the class's: "generate digit y" and "apply
+    P_y" then get different FiLM parameters in every block."""
 
-    def __init__(self, emb_dim: int, T: int):
+    def __init__(self, emb_dim: int, T: int, direction: bool = False):
         super().__init__()
         self.emb_dim, self.T = emb_dim, T
         self.time_mlp = nn.Sequential(nn.Linear(emb_dim, emb_dim), nn.SiLU(), nn.Linear(emb_dim, emb_dim))
         self.label = nn.Embedding(NUM_CLASSES + 1, emb_dim)
+        # created only when asked, so that a default network draws the same initial weights as before
+        self.direction = nn.Embedding(2, emb_dim) if direction else None
 
-    def forward(self, t, y):
-        return self.time_mlp(timestep_embedding(t, self.emb_dim, self.T)) + self.label(y)
+    def forward(self, t, y, z):
+        emb = self.time_mlp(timestep_embedding(t, self.emb_dim, self.T)) + self.label(y)
+        return emb if self.direction is None else emb + self.direction(z.long())
 
 
 class ResBlock(nn.Module):
@@ -86,9 +92,9 @@ class UNet1D(nn.Module):
     """Time- and class-conditioned 1-D UNet: 40 -> 20 -> 10 and back with skips."""
 
     def __init__(self, T: int, channels: int = 32, channel_mult=(1, 2, 4), blocks_per_level: int = 1,
-                 attention: bool = True, emb_dim: int = 128):
+                 attention: bool = True, emb_dim: int = 128, direction_embedding: bool = False):
         super().__init__()
-        self.cond = Conditioning(emb_dim, T)
+        self.cond = Conditioning(emb_dim, T, direction_embedding)
         widths = [channels * m for m in channel_mult]
         self.stem = Conv(2, widths[0], 3, padding=1)
         self.down, self.downsample = nn.ModuleList(), nn.ModuleList()
@@ -118,7 +124,7 @@ class UNet1D(nn.Module):
         nn.init.zeros_(self.head[-1].bias)
 
     def forward(self, x, t, z, y):
-        emb = self.cond(t, y)
+        emb = self.cond(t, y, z)
         h = torch.stack([x, z.to(x.dtype)[:, None].expand_as(x)], dim=1)[:, :, None]
         h = self.stem(h.contiguous(memory_format=torch.channels_last))
         skips = []
@@ -142,9 +148,10 @@ class UNet1D(nn.Module):
 class ResMLP(nn.Module):
     """A small residual MLP over the flattened signal, z and the conditioning embedding."""
 
-    def __init__(self, T: int, width: int = 256, depth: int = 3, emb_dim: int = 128, length: int = SIGNAL_LENGTH):
+    def __init__(self, T: int, width: int = 256, depth: int = 3, emb_dim: int = 128, length: int = SIGNAL_LENGTH,
+                 direction_embedding: bool = False):
         super().__init__()
-        self.cond = Conditioning(emb_dim, T)
+        self.cond = Conditioning(emb_dim, T, direction_embedding)
         self.inp = nn.Linear(length + 1, width)
         self.blocks = nn.ModuleList(
             nn.ModuleDict({"norm": nn.LayerNorm(width), "film": nn.Linear(emb_dim, 2 * width), "fc": nn.Linear(width, width)})
@@ -155,7 +162,7 @@ class ResMLP(nn.Module):
         nn.init.zeros_(self.out.bias)
 
     def forward(self, x, t, z, y):
-        emb = F.silu(self.cond(t, y))
+        emb = F.silu(self.cond(t, y, z))
         h = self.inp(torch.cat([x, z.to(x.dtype)[:, None]], dim=1))
         for b in self.blocks:
             scale, shift = b["film"](emb).chunk(2, dim=1)
@@ -165,10 +172,11 @@ class ResMLP(nn.Module):
 
 def build_model(cfg: dict) -> nn.Module:
     """The network a validated config asks for."""
+    direction_embedding = cfg["conditioning"] == "embedding"
     if cfg["model"] == "unet":
         return UNet1D(cfg["T"], cfg["channels"], tuple(cfg["channel_mult"]), cfg["blocks_per_level"],
-                      cfg["attention"], cfg["emb_dim"])
-    return ResMLP(cfg["T"], width=cfg["channels"] * 8, emb_dim=cfg["emb_dim"])
+                      cfg["attention"], cfg["emb_dim"], direction_embedding)
+    return ResMLP(cfg["T"], width=cfg["channels"] * 8, emb_dim=cfg["emb_dim"], direction_embedding=direction_embedding)
 
 
 def count_parameters(model: nn.Module) -> int:

@@ -32,15 +32,17 @@ def format_duration(seconds: float) -> str:
 
 
 class GridProgress:
-    """`runs`: {run directory: cost of one epoch}, every run trained for `epochs` epochs."""
+    """`runs`: {run directory: cost of one epoch}; `epochs`: every run's epochs, or {run directory: its epochs}
+    (the ablation study's runs differ in length)."""
 
-    def __init__(self, runs: dict, epochs: int, clock=time.monotonic):
-        self.runs, self.epochs, self.clock = {Path(r): c for r, c in runs.items()}, epochs, clock
-        self.total = epochs * sum(self.runs.values())
+    def __init__(self, runs: dict, epochs, clock=time.monotonic):
+        self.runs, self.clock = {Path(r): c for r, c in runs.items()}, clock
+        self.epochs = {Path(r): epochs[r] if isinstance(epochs, dict) else epochs for r in runs}
+        self.total = sum(cost * self.epochs[run] for run, cost in self.runs.items())
         self.start_time, self.start_work = clock(), self.work_done()
 
     def work_done(self) -> float:
-        return sum(cost * min(epochs_done(run), self.epochs) for run, cost in self.runs.items())
+        return sum(cost * min(epochs_done(run), self.epochs[run]) for run, cost in self.runs.items())
 
     def jobs_done(self) -> int:
         return sum((run / DONE_FILE).exists() for run in self.runs)

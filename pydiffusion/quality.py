@@ -1,12 +1,13 @@
-"""Generation quality on MNIST-1D: a reference classifier and what it measures of samples.
+"""Generation quality on MNIST-1D: reference classifiers and what they measure of samples.
 
-The classifier is a small 1-D CNN trained once per dataset; its penultimate features play the
-role Inception features play for FID: FD-1D is the Frechet distance between the feature
-Gaussians of samples and of the test set, shown beside its floor (a train subset of the same
-size against the test set).
+A classifier (pydiffusion.classifier: a 1-D CNN, or a GRU) is trained once per dataset; its penultimate
+features play the role Inception features play for FID: FD-1D is the Frechet distance between the feature
+Gaussians of samples and of the test set, shown beside its floor (a train subset of the same size against
+the test set) and the floor's spread over disjoint train subsets (docs/math.md#sample-quality).
 """
 import logging
 import math
+import statistics
 import time
 
 import torch
@@ -15,6 +16,7 @@ from .classifier import (  # noqa: F401
     Classifier,
     accuracy,
     augment,
+    classifier_name,
     features,
     load_classifier,
     predict,
@@ -90,6 +92,16 @@ def fd_floor(classifier, x_train, x_test, n, seed=0, feat_test=None):
     return frechet_distance(features(classifier, x_train[idx]), feat_test)
 
 
+def floor_spread(classifier, x_train, x_test, n, k=5, seed=0, feat_test=None):
+    """FD-1D of min(k, len(x_train) // n) disjoint sets of n training signals against the test set: how much the
+    floor moves with the subset. The sets are consecutive slices of fd_floor's permutation, so the first is
+    fd_floor's own."""
+    perm = torch.randperm(len(x_train), generator=torch.Generator().manual_seed(seed))
+    feat_test = features(classifier, x_test) if feat_test is None else feat_test
+    return [frechet_distance(features(classifier, x_train[perm[i * n:(i + 1) * n]]), feat_test)
+            for i in range(min(k, len(x_train) // n))]
+
+
 def sample_quality(classifier, x, y, x_test, feat_test=None):
     """Accuracy of samples meant to be class y, FD-1D against the test set, and the evenness of the
     predicted classes (coverage entropy, 1 = even)."""
@@ -99,8 +111,11 @@ def sample_quality(classifier, x, y, x_test, feat_test=None):
             "coverage_entropy": class_entropy(pred)}
 
 
+DRAW_SEED_STEP = 100  # draw j of evaluate_quality starts from seed + 100 j (it uses seeds s, s + 1 and s + 7)
+
+
 def evaluate_quality(denoiser, cfg, classifier, data, n=1000, seed=0, sampler="ddim", steps=None, guidance=None,
-                     eta=0.0):
+                     eta=0.0, more_classifiers=(), draws=1):
     """The quality metrics of one trained denoiser (of the EMA weights), as a dict of floats:
 
     sample_acc_guided    the classifier's accuracy on n class-conditional samples (labels 0..9 in
@@ -114,26 +129,39 @@ def evaluate_quality(denoiser, cfg, classifier, data, n=1000, seed=0, sampler="d
 
     Sampling: `sampler` (a name in sampling.SAMPLERS) with `steps` (default the run's sample_steps) and eta;
     x_T from `seed` (guided) and seed + 1 (unconditional), the sampler's noise from seed + 7.
+    `more_classifiers`: the classifier figures again with each of these, keys suffixed `_<its name>`
+    (fd_1d_gru, ...), on the same samples. `draws` > 1: that many independent sample sets (draw j from seed
+    + DRAW_SEED_STEP j); each sample-dependent key is then the mean over the draws, and `<key>_draw<j>` each
+    draw's value.
     """
     x, _, x_test, _ = data
     g = guidance if guidance is not None else (cfg["guidance"] or 1.0)
     steps = steps or cfg["sample_steps"]
-    feat_test = features(classifier, x_test)
-    samples, y = draw_class_samples(denoiser, n, sampler, steps, eta, g, seed, noise_seed=seed + 7)
-    guided_q = sample_quality(classifier, samples, y, x_test, feat_test)
-    uncond, _ = draw_class_samples(denoiser, n, sampler, steps, eta, 0.0, seed + 1, noise_seed=seed + 7)
-    uncond_q = sample_quality(classifier, uncond, y, x_test, feat_test)
-    floor = fd_floor(classifier, x, x_test, n, seed, feat_test)
-    return {
-        "sample_acc_guided": guided_q["accuracy"],
-        "fd_1d": guided_q["fd_1d"],
-        "fd_floor": floor,
-        "fd_ratio": guided_q["fd_1d"] / floor,
-        "fd_1d_unconditional": uncond_q["fd_1d"],
-        "coverage_entropy": uncond_q["coverage_entropy"],
-        "nn_dist": nearest_distance(samples, x),
-        "nn_dist_test_floor": nearest_distance(x_test, x),
-    }
+    names = [classifier_name(c) for c in (classifier, *more_classifiers)]
+    if len(set(names)) != len(names):
+        raise ValueError(f"evaluate_quality: the classifiers must be of different architectures, not {names}")
+    named = {"": classifier, **{f"_{name}": c for name, c in zip(names[1:], more_classifiers)}}
+    feats = {suffix: features(c, x_test) for suffix, c in named.items()}
+    floors = {suffix: fd_floor(c, x, x_test, n, seed, feats[suffix]) for suffix, c in named.items()}
+    per_draw = []
+    for j in range(draws):
+        s = seed + DRAW_SEED_STEP * j
+        samples, y = draw_class_samples(denoiser, n, sampler, steps, eta, g, s, noise_seed=s + 7)
+        uncond, _ = draw_class_samples(denoiser, n, sampler, steps, eta, 0.0, s + 1, noise_seed=s + 7)
+        q = {}
+        for suffix, c in named.items():
+            guided_q = sample_quality(c, samples, y, x_test, feats[suffix])
+            uncond_q = sample_quality(c, uncond, y, x_test, feats[suffix])
+            q |= {f"sample_acc_guided{suffix}": guided_q["accuracy"], f"fd_1d{suffix}": guided_q["fd_1d"],
+                  f"fd_floor{suffix}": floors[suffix], f"fd_ratio{suffix}": guided_q["fd_1d"] / floors[suffix],
+                  f"fd_1d_unconditional{suffix}": uncond_q["fd_1d"],
+                  f"coverage_entropy{suffix}": uncond_q["coverage_entropy"]}
+        per_draw.append(q | {"nn_dist": nearest_distance(samples, x)})
+    out = {k: statistics.fmean(q[k] for q in per_draw) for k in per_draw[0]} if draws > 1 else per_draw[0]
+    out["nn_dist_test_floor"] = nearest_distance(x_test, x)
+    if draws > 1:
+        out |= {f"{k}_draw{j}": q[k] for j, q in enumerate(per_draw) for k in q if not k.startswith("fd_floor")}
+    return out
 
 
 def sampler_settings(T, sample_steps):

@@ -52,7 +52,7 @@ def verdict(cells):
         for key, _ in VERDICT_METRICS:
             if key in c:
                 e = c[key]
-                parts.append(f"{key} {e['diff']:+.4g} (95% CI {_fmt(e['ci_low'])} .. {_fmt(e['ci_high'])}: "
+                parts.append(f"{key} {e['diff']:+.4g} (95% CI {fmt(e['ci_low'])} .. {fmt(e['ci_high'])}: "
                              f"{reading(c, key)})")
         lines.append(f"- **{c['loss']} / {c['noise']}**, semi-implicit minus implicit over {c['seeds']}: " + "; ".join(parts))
     note = ("Semi-implicit training also learns the inverse map (z = 1), which implicit training never sees, so its "
@@ -61,11 +61,11 @@ def verdict(cells):
     return "\n".join([*head, "", note, "", *lines])
 
 
-def _fmt(v):
+def fmt(v):
     return "n/a" if v is None or (isinstance(v, float) and math.isnan(v)) else f"{v:.4g}"
 
 
-def _table(headers, rows):
+def md_table(headers, rows):
     out = ["| " + " | ".join(headers) + " |", "|" + "---|" * len(headers)]
     out += ["| " + " | ".join(str(c) for c in row) + " |" for row in rows]
     return "\n".join(out)
@@ -83,20 +83,20 @@ def write_csv(summary, path):
 
 
 def _samplers_section(rows):
-    table = _table(["sampler", "steps", "guidance", "accuracy of guided samples", "FD-1D", "FD floor",
+    table = md_table(["sampler", "steps", "guidance", "accuracy of guided samples", "FD-1D", "FD floor",
                     "s per 1,000 samples"],
-                   [[r["sampler"], r["steps"], r["guidance"], _fmt(r["accuracy"]), _fmt(r["fd_1d"]), _fmt(r["fd_floor"]),
-                     _fmt(r["seconds_per_1000"])] for r in rows])
+                   [[r["sampler"], r["steps"], r["guidance"], fmt(r["accuracy"]), fmt(r["fd_1d"]), fmt(r["fd_floor"]),
+                     fmt(r["seconds_per_1000"])] for r in rows])
     return ["## Samplers on the best configuration", "",
             "Each row draws the same number of samples from the same starting noise (guidance 0 is "
             "unconditional, so it has no accuracy).", "", table, ""]
 
 
 def guidance_section(rows):
-    table = _table(["guidance", "scale", "accuracy of guided samples", "FD-1D", "FD floor", "coverage entropy",
+    table = md_table(["guidance", "scale", "accuracy of guided samples", "FD-1D", "FD floor", "coverage entropy",
                     "s per 1,000 samples"],
-                   [[r["guidance"], r["scale"], _fmt(r["accuracy"]), _fmt(r["fd_1d"]), _fmt(r["fd_floor"]),
-                     _fmt(r["coverage_entropy"]), _fmt(r["seconds_per_1000"])] for r in rows])
+                   [[r["guidance"], r["scale"], fmt(r["accuracy"]), fmt(r["fd_1d"]), fmt(r["fd_floor"]),
+                     fmt(r["coverage_entropy"]), fmt(r["seconds_per_1000"])] for r in rows])
     return ["## Guidance on the best configuration", "",
             "Classifier-free guidance of the conditional network at scale g, against classifier guidance of the "
             "unconditional network (g = 0) by a noise-aware classifier p(y | x_t, t) at scale c (docs/math.md#guidance); "
@@ -108,15 +108,15 @@ def guidance_section(rows):
 
 def markdown(records, summary, cells, best, best_key, samplers=None, guidance=None):
     main = [k for k in METRICS if all(k in row for row in summary)]
-    rows = [[row["config"], row["n_seeds"]] + [f"{_fmt(row[k]['mean'])} ± {_fmt(row[k]['std'])}" for k in main]
+    rows = [[row["config"], row["n_seeds"]] + [f"{fmt(row[k]['mean'])} ± {fmt(row[k]['std'])}" for k in main]
             for row in summary]
     paired_rows = []
     for c in cells:
         for key in PAIRED_METRICS:
             if key in c:
                 e = c[key]
-                paired_rows.append([f"{c['loss']} / {c['noise']}", key, _fmt(e["diff"]),
-                                    f"{_fmt(e['ci_low'])} .. {_fmt(e['ci_high'])}", e["n"], reading(c, key)])
+                paired_rows.append([f"{c['loss']} / {c['noise']}", key, fmt(e["diff"]),
+                                    f"{fmt(e['ci_low'])} .. {fmt(e['ci_high'])}", e["n"], reading(c, key)])
     seeds = sorted({r["seed"] for r in records})
     parts = [
         "# pydiffusion grid report",
@@ -131,14 +131,14 @@ def markdown(records, summary, cells, best, best_key, samplers=None, guidance=No
         "",
         "## Results per configuration",
         "",
-        _table(["configuration", "seeds"] + main, rows),
+        md_table(["configuration", "seeds"] + main, rows),
         "",
         "## Paired comparison: semi-implicit minus implicit (same seed)",
         "",
         "95% t confidence intervals over seeds. For errors and the bound, below zero favours semi-implicit; "
         "for PSNR, accuracy and coverage, above zero does.",
         "",
-        _table(["cell", "metric", "mean difference", "95% CI", "seeds", "reading"], paired_rows),
+        md_table(["cell", "metric", "mean difference", "95% CI", "seeds", "reading"], paired_rows),
         "",
         "## Best configuration",
         "",

@@ -22,7 +22,7 @@ import yaml
 from . import metrics
 from .checkpoints import CHECKPOINT, MODEL, resume_state, save_checkpoint, set_threads
 from .config import ConfigError, validate
-from .data import load_mnist1d
+from .data import load_mnist1d, train_subset
 from .denoiser import Denoiser
 from .files import RunLock, remove_stale_temporaries, save_json, save_text, save_torch
 from .models import build_model, count_parameters
@@ -68,10 +68,18 @@ def _check_out_dir(out_dir: Path):
             return
 
 
+def training_signals(cfg: dict, x, y):
+    """The signals a run trains on: all of (x, y), or the fixed subset train_fraction asks for."""
+    if cfg["train_fraction"] == 1:
+        return x, y
+    idx = train_subset(y, cfg["train_fraction"])
+    return x[idx], y[idx]
+
+
 def _check_batches(cfg: dict, n_train: int):
     if cfg["batch_size"] > n_train:
         raise ConfigError(f"config key 'batch_size' is {cfg['batch_size']}, more than the {n_train} training "
-                          f"signals; use at most {n_train}")
+                          f"signals (train_fraction {cfg['train_fraction']:g}); use at most {n_train}")
     batches = n_train // cfg["batch_size"]
     if cfg["accum_steps"] > batches:
         raise ConfigError(f"config key 'accum_steps' is {cfg['accum_steps']}, but an epoch has only {batches} batches "
@@ -115,17 +123,20 @@ def train(cfg: dict, out_dir, log=logger.info, wait: bool = False, restart_on_co
     _check_out_dir(out_dir)
     device = resolve_device(cfg["device"])
     set_threads(cfg)
-    x, y, x_test, y_test = load_mnist1d(cfg["data_cache"])
-    _check_batches(cfg, x.shape[0])
+    data = load_mnist1d(cfg["data_cache"])
+    _check_batches(cfg, training_signals(cfg, *data[:2])[0].shape[0])
     with RunLock(out_dir, wait=wait, log=log):
         stale = remove_stale_temporaries(out_dir)
         if stale:
             log(f"removed {len(stale)} temporary file(s) of an interrupted write in {out_dir}")
-        return _train_locked(cfg, out_dir, device, (x, y, x_test, y_test), log, restart_on_config_change, evaluate)
+        return _train_locked(cfg, out_dir, device, data, log, restart_on_config_change, evaluate)
 
 
 def _train_locked(cfg, out_dir, device, data, log, restart_on_config_change, evaluate) -> dict:
-    x, y, x_test, y_test = data
+    """Train on training_signals(cfg, x, y); `evaluate` gets the whole data set (the FD floor and the copying
+    distance are properties of the data, the same for every run)."""
+    x_test, y_test = data[2:]
+    x, y = training_signals(cfg, *data[:2])
     path = NoisePath(cfg["noise"], cfg["T"], cfg["schedule"])
     torch.manual_seed(cfg["seed"])
     model = build_model(cfg).to(device)

@@ -31,6 +31,10 @@ BAD = [
     ({"attention": "yes"}, "'attention' must be bool"),
     ({"w_inverse": -1.0}, "'w_inverse'"),
     ({"learning_rate": 1e-3}, "unknown config key 'learning_rate'"),
+    ({"conditioning": "film"}, "'conditioning' is 'film'; choose one of input, embedding"),
+    ({"train_fraction": 0.0}, r"'train_fraction' is 0.0; it must be in \(0, 1\]"),
+    ({"train_fraction": 1.5}, r"'train_fraction' is 1.5; it must be in \(0, 1\]"),
+    ({"train_fraction": "half"}, "'train_fraction' must be float"),
 ]
 
 

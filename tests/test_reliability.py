@@ -16,6 +16,7 @@ import torch
 import yaml
 
 from pydiffusion import cli
+from pydiffusion.classifier import Classifier, save_classifier
 from pydiffusion.config import validate
 from pydiffusion.files import RunLock, UnreadableFileError
 from pydiffusion.report import load_runs
@@ -332,6 +333,14 @@ CASES = {
     "classifier-out-not-pt": (["classifier", "--out", "{tmp}/c.json"], "must end in .pt"),
     "classifier-out-directory": (["classifier", "--out", "{tmp}"], "is a directory"),
     "classifier-threads-negative": (["classifier", "--out", "{tmp}/c.pt", "--threads", "-2"], "--threads >= 0"),
+    "quality-draws-zero": (["quality", "--run", "{trained}", "--classifier", "{tmp}/none.pt", "--draws", "0",
+                            "--out", "{tmp}/q.json"], "--draws >= 1"),
+    "quality-two-cnn-classifiers": (["quality", "--run", "{trained}", "--classifier", "{tmp}/cnn.pt", "{tmp}/cnn.pt",
+                                     "--out", "{tmp}/q.json"], "are of architectures cnn, cnn; give at most one of each"),
+    "train-quality-draws-zero": (T + ["--classifier", "{tmp}/cnn.pt", "--quality-draws", "0"], "--quality-draws >= 1"),
+    "train-two-cnn-classifiers": (T + ["--classifier", "{tmp}/cnn.pt", "{tmp}/cnn.pt"], "give at most one of each"),
+    "classifier-epochs-zero": (["classifier", "--out", "{tmp}/c.pt", "--epochs", "0"], "--epochs >= 1"),
+    "classifier-arch-unknown": (["classifier", "--out", "{tmp}/c.pt", "--arch", "vgg"], "invalid choice: 'vgg'"),
     # the command itself
     "unknown-command": (["frobnicate"], "invalid choice: 'frobnicate'"),
     "no-command": ([], "the following arguments are required: COMMAND"),
@@ -356,6 +365,7 @@ def bad_inputs(tmp_path, trained):
     (tmp_path / "foreign").mkdir()
     torch.save({"weights": torch.zeros(3)}, tmp_path / "foreign" / "model.pt")
     (tmp_path / "busy").mkdir()
+    save_classifier(Classifier(width=8, features=8).eval(), 0.1, tmp_path / "cnn.pt")
     for name, content in (("nohistory", "[]\n"), ("brokenhistory", "[{\"epoch\": 1,\n")):
         (tmp_path / name).mkdir()
         (tmp_path / name / "history.json").write_text(content)

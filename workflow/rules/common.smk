@@ -68,34 +68,51 @@ try:
     config.update(read_as_yaml(config))
 except yaml.YAMLError as e:
     config_error((), f"a value is not valid YAML ({' '.join(str(e).split())})")
-_schema = yaml.safe_load(
-    (Path(workflow.basedir) / "workflow" / "schemas" / "config.schema.yaml").read_text()
-)
+
+
+def read_schema(name):
+    return yaml.safe_load(
+        (Path(workflow.basedir) / "workflow" / "schemas" / name).read_text()
+    )
+
+
+def check_schema(section, schema, where=()):
+    """Stop with one line at the first value of `section` (config[where...]) that the schema refuses; then
+    fill in the schema's defaults."""
+    error = jsonschema.exceptions.best_match(
+        jsonschema.Draft202012Validator(schema).iter_errors(section)
+    )
+    if error is not None:
+        path, message = where + tuple(error.absolute_path), error.message
+        if error.validator == "additionalProperties" and error.schema.get(
+            "properties"
+        ):  # name the unknown key itself, and the known ones
+            known = error.schema["properties"]
+            path += (sorted(set(error.instance) - set(known))[0],)
+            message = f"unknown key; valid keys: {', '.join(known)}"
+        top = path[len(where)] if len(path) > len(where) else None
+        hint = schema["properties"].get(top, {}).get("description") if top else None
+        config_error(
+            path[:2],
+            f"{'.'.join(map(str, path)) or 'the config'}: {message}"
+            + (f" (expected {hint})" if hint else ""),
+        )
+    for key, prop in schema["properties"].items():
+        if "default" in prop:
+            section.setdefault(key, prop["default"])
+
+
+_schema = read_schema("config.schema.yaml")
 # the grid's axes take the values pydiffusion.config.CHOICES lists (the schema names no values)
 for _axis, _prop in _schema["properties"]["grid"]["properties"].items():
     _prop["items"]["enum"] = list(CHOICES[_axis])
-_error = jsonschema.exceptions.best_match(
-    jsonschema.Draft202012Validator(_schema).iter_errors(config)
-)
-if _error is not None:
-    _path, _message = tuple(_error.absolute_path), _error.message
-    if (
-        _error.validator == "additionalProperties"
-    ):  # name the unknown key itself, and the known ones
-        _known = _error.schema.get("properties", {})
-        _path += (sorted(set(_error.instance) - set(_known))[0],)
-        _message = f"unknown key; valid keys: {', '.join(_known)}"
-    _hint = (
-        _schema["properties"].get(_path[0], {}).get("description") if _path else None
+check_schema(config, _schema)
+# the ablation study (config/ablations.yaml): its section's own schema; workflow/rules/ablations.smk reads it
+ABLATIONS = "ablations" in config
+if ABLATIONS:
+    check_schema(
+        config["ablations"], read_schema("ablations.schema.yaml"), ("ablations",)
     )
-    config_error(
-        _path[:2],
-        f"{'.'.join(map(str, _path)) or 'the config'}: {_message}"
-        + (f" (expected {_hint})" if _hint else ""),
-    )
-for _key, _prop in _schema["properties"].items():
-    if "default" in _prop:
-        config.setdefault(_key, _prop["default"])
 config["resources"]["train"].setdefault("gpus", 0)
 for _axis in ("loss", "noise", "training", "seed", "data_cache"):
     if _axis in config["train"]:
@@ -130,6 +147,8 @@ EPOCH_COST = {
     for l, n, t in GRID
     for s in SEEDS
 }
+# epochs of each run: one number for the grid (workflow/rules/ablations.smk sets both per run for the study)
+RUN_EPOCHS = TRAIN["epochs"]
 # the grid's identity (its W&B group): every key but how often progress is logged and the noise-aware
 # classifiers' epochs, so that a rerun with another value of these does not rerun the training jobs
 NOT_GRID_ID = ("progress_seconds", "noisy_classifier_epochs")

@@ -1,24 +1,16 @@
-"""`pydiffusion classifier` (the reference classifier of the quality metrics) and `pydiffusion noisy-classifier`
-(the noise-aware classifier p(y | x_t, t) of classifier guidance, for one noise path)."""
+"""`pydiffusion noisy-classifier`: the noise-aware classifier p(y | x_t, t) of classifier guidance, for one noise
+path (pydiffusion/guidance.py). Every bad value is a ConfigError (one line, exit status 2) before any work."""
 import time
 
 from .checks import check_out_file
 from .config import CHECKS, CHOICES, MAX_SEED, ConfigError
 
 
-def _common_arguments(parser):
+def add_arguments(parser):
     parser.add_argument("--out", required=True, help="a .pt file")
     parser.add_argument("--seed", type=int, default=0, help="seed of the initialisation and the data order")
     parser.add_argument("--threads", type=int, default=0, help="torch threads (0 keeps torch's default)")
     parser.add_argument("--cache", help="MNIST-1D cache folder (default: $PYDIFFUSION_CACHE or ~/.cache/pydiffusion)")
-
-
-def add_classifier_arguments(parser):
-    _common_arguments(parser)
-
-
-def add_noisy_classifier_arguments(parser):
-    _common_arguments(parser)
     parser.add_argument("--noise", choices=CHOICES["noise"], default="gaussian", help="the noise path")
     parser.add_argument("--T", type=int, default=20, help="diffusion steps of the path")
     parser.add_argument("--schedule", choices=CHOICES["schedule"], default="linear", help="beta schedule (gaussian)")
@@ -33,17 +25,6 @@ def _start(args):
         raise ConfigError(f"need --threads >= 0 and --seed in [0, 2**63); got {args.threads} and {args.seed}")
     if args.threads:
         torch.set_num_threads(args.threads)
-
-
-def cmd_classifier(args):
-    from .data import load_mnist1d
-    from .quality import save_classifier, train_classifier
-
-    _start(args)
-    t0 = time.perf_counter()
-    model, acc = train_classifier(*load_mnist1d(args.cache), seed=args.seed)
-    save_classifier(model, acc, args.out)
-    print(f"reference classifier: test accuracy {acc:.4f} in {time.perf_counter() - t0:.0f} s; wrote {args.out}")
 
 
 def cmd_noisy_classifier(args):

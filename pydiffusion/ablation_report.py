@@ -1,0 +1,146 @@
+"""The ablation study's numbers (docs/math.md#ablation-statistics): its runs loaded, each configuration
+summarised per cell, every family's comparisons with Welch intervals, Hedges' g and Holm-Bonferroni, the FD
+floor's spread per classifier, and `aggregate`, the study's report job, which writes summary.json, report.md
+(pydiffusion.ablation_text) and the figures (pydiffusion.ablation_figures).
+"""
+import logging
+import statistics
+from pathlib import Path
+
+from .ablation_stats import hedges_g, holm, ratio_interval, welch
+from .files import UnreadableFileError, load_json, save_json, save_text
+from .grid_stats import load_runs
+
+logger = logging.getLogger(__name__)
+
+ALPHA = 0.05  # the level of every test, after Holm-Bonferroni within a family
+BETTER, WORSE, UNCLEAR = "semi-implicit better", "semi-implicit worse", "no clear difference"
+
+
+def judged_metrics(classifiers) -> list:
+    """(key, words, lower is better) of every measure a comparison is judged on: the forward test MSE, and
+    FD-1D, guided accuracy and coverage with each classifier (the first one's keys unsuffixed)."""
+    out = [("test_mse_forward", "forward test MSE", True)]
+    for i, name in enumerate(classifiers):
+        suffix = "" if i == 0 else f"_{name}"
+        out += [(f"fd_1d{suffix}", f"FD-1D ({name})", True), (f"sample_acc_guided{suffix}", f"guided accuracy ({name})", False),
+                (f"coverage_entropy{suffix}", f"coverage ({name})", False)]
+    return out
+
+
+def load_study(runs: dict) -> list:
+    """One record per run of {run directory: configuration}: grid_stats.load_runs' record (numeric metrics of
+    metrics.json and quality.json) with the configuration, the cell and the per-timestep curve."""
+    records = load_runs(list(runs))
+    for r in records:
+        fix = f"delete {r['run']} and rerun the workflow to recompute it"
+        curve = load_json(Path(r["run"]) / "metrics.json", "run file", fix).get("test_mse_forward_t")
+        if not isinstance(curve, list) or not curve or not all(isinstance(v, (int, float)) for v in curve):
+            raise UnreadableFileError(f"run file {Path(r['run']) / 'metrics.json'} has no per-timestep test MSE; {fix}")
+        r.update(config=runs[r["run"]], cell=f"{r['loss']}-{r['noise']}", curve=[float(v) for v in curve])
+    return records
+
+
+def values(records, config, cell, key) -> list:
+    """One value per seed, in seed order."""
+    return [r["metrics"][key] for r in sorted(records, key=lambda r: r["seed"])
+            if r["config"] == config and r["cell"] == cell and key in r["metrics"]]
+
+
+def floors(classifiers: dict, data, n: int, k: int) -> dict:
+    """Per classifier name: its test accuracy, and the FD floor on disjoint train subsets (values, mean, sd)."""
+    from .quality import floor_spread, load_classifier
+
+    x, _, x_test, _ = data
+    out = {}
+    for name, path in classifiers.items():
+        model, acc = load_classifier(path)
+        vals = floor_spread(model, x, x_test, n, k)
+        out[name] = {"test_acc": acc, "values": vals, "mean": statistics.fmean(vals),
+                     "sd": statistics.stdev(vals) if len(vals) > 1 else 0.0}
+    return out
+
+
+def summarize(records, configs: dict, cells, classifiers, floor: dict) -> list:
+    """Per configuration and cell: epochs, seeds, mean / sd of every judged measure, the training time, each
+    classifier's FD ratio with its interval (seeds and floor spread), and the per-draw means."""
+    rows = []
+    for name in configs:
+        for cell in cells:
+            if not values(records, name, cell, "test_mse_forward"):
+                continue
+            row = {"config": name, "cell": cell, "epochs": configs[name]["epochs"], "metrics": {}}
+            keys = [k for k, _, _ in judged_metrics(classifiers)] + ["train_time_s", "test_mse_inverse"]
+            keys += [k for r in records if r["config"] == name for k in r["metrics"] if "_draw" in k]
+            for key in dict.fromkeys(keys):
+                v = values(records, name, cell, key)
+                if v:
+                    row["metrics"][key] = {"mean": statistics.fmean(v), "sd": statistics.stdev(v) if len(v) > 1 else 0.0,
+                                           "n": len(v)}
+            row["n_seeds"] = row["metrics"]["test_mse_forward"]["n"]
+            for i, clf in enumerate(classifiers):
+                fd = values(records, name, cell, "fd_1d" if i == 0 else f"fd_1d_{clf}")
+                if fd:
+                    row.setdefault("fd_ratio", {})[clf] = ratio_interval(fd, floor[clf]["mean"], floor[clf]["sd"])
+            curves = [r["curve"] for r in records if r["config"] == name and r["cell"] == cell]
+            row["curve"] = [statistics.fmean(c[t] for c in curves) for t in range(len(curves[0]))]
+            rows.append(row)
+    return rows
+
+
+def _reading(effect, lower_is_better):
+    if not effect["p_holm"] < ALPHA:  # nan (too few seeds) reads as no clear difference too
+        return UNCLEAR
+    return BETTER if (effect["diff"] < 0) == lower_is_better else WORSE
+
+
+def compare(records, families: dict, cells, classifiers) -> list:
+    """Every family's comparisons (configuration against its reference) in every cell: per judged measure
+    Welch's difference with its 95% interval and p-value, Hedges' g with its interval, the p-value adjusted
+    by Holm-Bonferroni over the family's comparisons x cells (per measure), and the reading at ALPHA."""
+    rows = []
+    for family, pairs in families.items():
+        fam = []
+        for name, reference in pairs:
+            for cell in cells:
+                row = {"family": family, "config": name, "reference": reference, "cell": cell, "metrics": {}}
+                for key, _, _ in judged_metrics(classifiers):
+                    a, b = values(records, name, cell, key), values(records, reference, cell, key)
+                    if a and b:
+                        g = hedges_g(a, b)
+                        row["metrics"][key] = {**welch(a, b), "g": g["g"], "g_low": g["ci_low"], "g_high": g["ci_high"],
+                                               "reference_mean": statistics.fmean(b), "n": [len(a), len(b)]}
+                times = [statistics.fmean(values(records, c, cell, "train_time_s") or [float("nan")])
+                         for c in (reference, name)]
+                row["time_ratio"] = times[0] / times[1]
+                fam.append(row)
+        for key, _, lower in judged_metrics(classifiers):
+            measured = [r for r in fam if key in r["metrics"]]
+            for r, p in zip(measured, holm([r["metrics"][key]["p"] for r in measured])):
+                r["metrics"][key]["p_holm"] = p
+                r["metrics"][key]["reading"] = _reading(r["metrics"][key], lower)
+        rows += fam
+    return rows
+
+
+def aggregate(runs: dict, out_dir, section: dict, configs: dict, families: dict, cells, classifier_files: dict,
+              data_cache=None, n=1000):
+    """The report job: summary.json, report.md and figures/ of the study's runs into out_dir."""
+    from .ablation_figures import curves_figure, effects_figure
+    from .ablation_text import markdown
+    from .data import load_mnist1d
+    from .files import save_figure
+
+    out_dir = Path(out_dir)
+    classifiers = list(classifier_files)
+    records = load_study(runs)
+    logger.info(f"{len(records)} runs of {len(configs)} configurations in {len(cells)} cells")
+    floor = floors(classifier_files, load_mnist1d(data_cache), n, section["floor_subsets"])
+    summary = summarize(records, configs, cells, classifiers, floor)
+    comparisons = compare(records, families, cells, classifiers)
+    save_figure(curves_figure(summary, families, cells), out_dir / "figures" / "curves.png")
+    save_figure(effects_figure(comparisons, judged_metrics(classifiers)), out_dir / "figures" / "effects.png")
+    save_json({"section": section, "floors": floor, "configurations": summary, "comparisons": comparisons,
+               "runs": [{k: v for k, v in r.items() if k != "history"} for r in records]}, out_dir / "summary.json")
+    save_text(markdown(section, configs, summary, comparisons, floor, classifiers, len(records)), out_dir / "report.md")
+    logger.info(f"wrote {out_dir / 'report.md'}, summary.json and figures/")
