@@ -32,8 +32,8 @@ def sample_ddim(denoiser, x, steps: int, eta: float = 0.0, generator=None, traje
     ts = timesteps_for(denoiser.path.T, steps)
     xs = [x]
     for t, s in zip(ts[:-1], ts[1:]):
-        z = torch.randn(x.shape, generator=generator, device=x.device, dtype=x.dtype) if eta > 0 else torch.zeros_like(x)
-        x, _ = denoiser.step(x, t, s, z, eta)
+        noise = torch.randn(x.shape, generator=generator, device=x.device, dtype=x.dtype) if eta > 0 else torch.zeros_like(x)
+        x, _ = denoiser.step(x, t, s, noise, eta)
         xs.append(x)
     return (x, xs) if trajectory else x
 
