@@ -98,7 +98,9 @@ def test_a_job_killed_by_its_time_limit_is_retried_with_more_time_and_resumes(cl
 
     cfg = yaml.safe_load((ROOT / "config" / "smoke.yaml").read_text())
     cfg["grid"]["training"] = ["implicit"]
-    cfg["train"].update(epochs=45, checkpoint_every=1, wandb_mode="disabled")
+    # 90 epochs of about 1 s each: the first attempt must hit its 1-minute limit even on a quiet machine (45
+    # epochs and the evaluation once fitted in it); the retries (2 and 3 minutes) finish the rest
+    cfg["train"].update(epochs=90, checkpoint_every=1, wandb_mode="disabled")
     cfg["resources"]["train"]["runtime"] = 1
     cfg_file = tmp_path / "timelimit.yaml"
     cfg_file.write_text(yaml.safe_dump(cfg))
