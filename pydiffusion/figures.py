@@ -1,7 +1,8 @@
 """The figures of pydiffusion, written atomically: one model's (generated beside real signals per class, the
 reverse trajectory as a figure and an animated GIF, forward noising beside the reverse process, FD-1D against
 sampler steps, accuracy against FD-1D per guidance scale), the command line's (a grid of samples, a run's loss
-curves), and, in grid_figures.py on the same canvases, the grid report's.
+curves), and, in grid_figures.py on the same canvases, the grid report's. A sample is drawn by `show`: a
+signal [L] as a line, an image [C, H, W] in [-1, 1] as pixels.
 
 Each figure is a matplotlib Figure on its own Agg canvas: importing or using this module leaves pyplot's
 global backend alone.
@@ -16,7 +17,7 @@ from matplotlib.figure import Figure
 from matplotlib.ticker import FuncFormatter, MaxNLocator
 
 from . import ops
-from .data import NUM_CLASSES, SIGNAL_LENGTH
+from .data import NUM_CLASSES
 from .files import save_figure
 from .sampling import draw_class_samples, timesteps_for
 
@@ -28,6 +29,18 @@ def new_figure(figsize, *grid, **subplots):
     fig = Figure(figsize=figsize)
     FigureCanvasAgg(fig)
     return fig, fig.subplots(*grid, **subplots)
+
+
+def image_pixels(x):
+    """An image [C, H, W] in [-1, 1] as imshow's array in [0, 1]: [H, W] (one channel) or [H, W, C]."""
+    return ((x.clamp(-1, 1) + 1) / 2).permute(1, 2, 0).squeeze(-1).numpy()
+
+
+def show(ax, x, color=None, lw=0.9):
+    """One sample on ax: a signal [L] as a line, an image [C, H, W] as pixels (grey for one channel)."""
+    if x.dim() == 1:
+        return ax.plot(x.numpy(), color=color, lw=lw)[0]
+    return ax.imshow(image_pixels(x), cmap="gray" if x.shape[0] == 1 else None, vmin=0, vmax=1, interpolation="nearest")
 
 
 # ---- one model ----------------------------------------------------------------------------------------------
@@ -51,16 +64,20 @@ def per_class_grid(samples, y, x_real, y_real, path, per_class=4):
     """One row per class: its first `per_class` generated samples (samples, y) on the left and as many real
     signals of it (x_real, y_real: the test set) on the right, each in its own small panel, all on one y scale.
     Returns the Figure."""
-    kinds = (("generated samples", samples, y, GENERATED_COLOR), ("real test signals", x_real, y_real, REAL_COLOR))
+    image = samples.dim() == 4
+    kinds = (("generated samples", samples, y, GENERATED_COLOR),
+             (f"real test {'images' if image else 'signals'}", x_real, y_real, REAL_COLOR))
     shown = [[x[labels == digit][:per_class] for digit in range(NUM_CLASSES)] for _, x, labels, _ in kinds]
-    lim = 1.05 * max(float(signals.abs().max()) for rows in shown for signals in rows if len(signals))
     # a narrow empty column between the two kinds
-    fig, axes = new_figure((1.9 * per_class + 1.2, 0.62 * NUM_CLASSES + 0.4), NUM_CLASSES, 2 * per_class + 1, squeeze=False,
+    size = (0.9 * per_class + 1.2, 0.5 * NUM_CLASSES + 0.5) if image else (1.9 * per_class + 1.2, 0.62 * NUM_CLASSES + 0.4)
+    fig, axes = new_figure(size, NUM_CLASSES, 2 * per_class + 1, squeeze=False,
                         gridspec_kw={"width_ratios": [1] * per_class + [0.3] + [1] * per_class, "wspace": 0.05,
                                      "hspace": 0.1})
     for ax in axes.flat:
-        ax.set_xlim(0, SIGNAL_LENGTH - 1)
-        ax.set_ylim(-lim, lim)
+        if not image:
+            lim = 1.05 * max(float(signals.abs().max()) for rows in shown for signals in rows if len(signals))
+            ax.set_xlim(0, samples.shape[-1] - 1)
+            ax.set_ylim(-lim, lim)
         ax.set_xticks([])
         ax.set_yticks([])
     for ax in axes[:, per_class]:
@@ -69,7 +86,7 @@ def per_class_grid(samples, y, x_real, y_real, path, per_class=4):
         group = axes[:, first:first + per_class]
         for ax_row, signals in zip(group, rows):
             for ax, signal in zip(ax_row, signals):
-                ax.plot(signal.numpy(), color=color, lw=0.9)
+                show(ax, signal, color)
         left, right = group[0][0].get_position().x0, group[0][-1].get_position().x1
         fig.text((left + right) / 2, group[0][0].get_position().y1 + 0.01, title, color=color, ha="center", va="bottom")
     for digit, ax in enumerate(axes[:, 0]):
@@ -84,12 +101,23 @@ def reverse_trajectory(denoiser, digit=3, seed=0):
     return [x[0] for x in xs]
 
 
-def trajectory_png(traj, path):
-    fig, ax = new_figure((8, 4))
-    cmap = matplotlib.colormaps["viridis"]
-    for i, x in enumerate(traj):
-        ax.plot(x.numpy(), color=cmap(i / (len(traj) - 1)), lw=2.0 if i == len(traj) - 1 else 0.7)
-    ax.set_title(f"reverse trajectory: {len(traj) - 1} DDIM steps (yellow: the sample)")
+def trajectory_png(traj, path, frames=9):
+    """A signal's trajectory as lines coloured by step (yellow: the sample); an image's as `frames` evenly spaced
+    frames from x_T to x_0."""
+    if traj[0].dim() == 1:
+        fig, ax = new_figure((8, 4))
+        cmap = matplotlib.colormaps["viridis"]
+        for i, x in enumerate(traj):
+            ax.plot(x.numpy(), color=cmap(i / (len(traj) - 1)), lw=2.0 if i == len(traj) - 1 else 0.7)
+        ax.set_title(f"reverse trajectory: {len(traj) - 1} DDIM steps (yellow: the sample)")
+    else:
+        shown = sorted({round(i * (len(traj) - 1) / (frames - 1)) for i in range(frames)})
+        fig, axes = new_figure((1.3 * len(shown), 1.7), 1, len(shown), squeeze=False)
+        for ax, i in zip(axes[0], shown):
+            show(ax, traj[i])
+            ax.set_title(f"step {i}", fontsize=8)
+            ax.set_axis_off()
+        fig.suptitle(f"reverse trajectory: {len(traj) - 1} DDIM steps", fontsize=9)
     save_figure(fig, path)
 
 
@@ -97,16 +125,23 @@ def trajectory_gif(traj, timesteps, path, fps=6):
     """An animated GIF of one trajectory [x_T, ..., x_0], frame i titled with timesteps[i]."""
     from matplotlib.animation import FuncAnimation, PillowWriter
 
-    fig, ax = new_figure((6, 3))
-    lim = max(float(torch.stack(traj).abs().max()), 1.0)
-    (line,) = ax.plot(traj[0].numpy())
-    ax.set_ylim(-lim, lim)
+    image = traj[0].dim() == 3
+    fig, ax = new_figure((3, 3) if image else (6, 3))
+    artist = show(ax, traj[0])
+    if image:
+        ax.set_axis_off()
+    else:
+        lim = max(float(torch.stack(traj).abs().max()), 1.0)
+        ax.set_ylim(-lim, lim)
     title = ax.set_title("")
 
     def frame(i):
-        line.set_ydata(traj[i].numpy())
+        if image:
+            artist.set_data(image_pixels(traj[i]))
+        else:
+            artist.set_ydata(traj[i].numpy())
         title.set_text(f"t = {timesteps[i]}")
-        return line, title
+        return artist, title
 
     anim = FuncAnimation(fig, frame, frames=len(traj), blit=False)
     path = Path(path)
@@ -120,15 +155,17 @@ def forward_reverse(x0, traj, noise_path, path, columns=6):
     """Top: q_sample of a real signal at increasing t; bottom: the reverse trajectory at the same t."""
     T = noise_path.T
     ts = [round(T * i / (columns - 1)) for i in range(columns)]
-    eps = torch.randn((1, 40), generator=torch.Generator().manual_seed(1))
-    fig, axes = new_figure((2.6 * columns, 4.2), 2, columns, sharey=True)
+    eps = torch.randn((1, *x0.shape), generator=torch.Generator().manual_seed(1))
+    fig, axes = new_figure((2.6 * columns, 4.2 if x0.dim() == 1 else 5.4), 2, columns, sharey=True)
     for j, t in enumerate(ts):
-        axes[0][j].plot(ops.q_sample(x0[None], eps, t, noise_path)[0].numpy(), color="tab:blue")
+        show(axes[0][j], ops.q_sample(x0[None], eps, t, noise_path)[0], "tab:blue", lw=1.5)
         axes[0][j].set_title(f"forward t = {t}", fontsize=9)
-        axes[1][j].plot(traj[T - t].numpy(), color="tab:orange")
+        show(axes[1][j], traj[T - t], "tab:orange", lw=1.5)
         axes[1][j].set_title(f"reverse t = {t}", fontsize=9)
     for ax in axes.flat:
         ax.set_xticks([])
+        if x0.dim() > 1:
+            ax.set_yticks([])
     save_figure(fig, path)
 
 
@@ -177,7 +214,7 @@ def samples_grid(x, y, path, per_class=16):
     for ax_row, label, row in zip(axes, labels, rows):
         ax_row[0].set_ylabel(f"{label}" if label < NUM_CLASSES else "uncond.", rotation=0, ha="right", va="center")
         for ax, sample in zip(ax_row, row):
-            ax.plot(sample.numpy(), lw=0.8)
+            show(ax, sample, lw=0.8)
         for ax in ax_row[len(row):]:
             ax.set_axis_off()
     for ax in axes.flat:

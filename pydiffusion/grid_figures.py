@@ -7,7 +7,7 @@ from pathlib import Path
 from matplotlib.patches import Patch
 
 from .data import NUM_CLASSES
-from .figures import new_figure
+from .figures import new_figure, show
 from .files import load_torch, save_figure
 from .grid_stats import BAR_METRICS, DIFFERENCE_METRICS, config_name
 
@@ -88,8 +88,9 @@ def _samples_per_configuration(records, summary):
         s = load_torch(Path(r["run"]) / "samples.pt", "samples", "rerun the workflow to draw them again")
         for digit in range(NUM_CLASSES):
             ax = axes[i][digit]
-            for j in (s["y"] == digit).nonzero().flatten()[:3]:
-                ax.plot(s["x"][j].numpy(), lw=0.8)
+            # three signals overlaid, or one image
+            for j in (s["y"] == digit).nonzero().flatten()[:3 if s["x"].dim() == 2 else 1]:
+                show(ax, s["x"][j], lw=0.8)
             ax.set_xticks([])
             ax.set_yticks([])
             if i == 0:

@@ -74,7 +74,8 @@ def class_entropy(predictions):
 
 
 def nearest_distance(x, reference, batch_size=500):
-    """Mean Euclidean distance of each row of x to its nearest row of `reference`."""
+    """Mean Euclidean distance of each sample of x to its nearest sample of `reference` (images flattened)."""
+    x, reference = x.flatten(1), reference.flatten(1)
     return float(torch.cat([torch.cdist(x[i:i + batch_size].double(), reference.double(),
                                         compute_mode="donot_use_mm_for_euclid_dist").amin(1)
                             for i in range(0, len(x), batch_size)]).mean())
