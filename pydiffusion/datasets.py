@@ -16,7 +16,7 @@ from pathlib import Path
 
 import numpy as np
 
-from .config import CHOICES, ConfigError
+from .config import ConfigError
 
 # name -> the shape of one sample ([C, H, W] for images); its names are config.CHOICES["dataset"] (a test checks)
 SHAPES = {

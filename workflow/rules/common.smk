@@ -115,13 +115,15 @@ if ABLATIONS:
         config["ablations"], read_schema("ablations.schema.yaml"), ("ablations",)
     )
 config["resources"]["train"].setdefault("gpus", 0)
-for _axis in ("loss", "noise", "training", "seed", "data_cache", "data_dir"):
+for _axis, _use in [
+    *[(k, "grid: / seeds: / results:") for k in ("loss", "noise", "training", "seed")],
+    ("data_cache", "results:"),
+    ("data_dir", "the top-level data_dir:"),
+]:
     if _axis in config["train"]:
         config_error(
             ("train", _axis),
-            f"{_axis!r} is set by the workflow; use "
-            + ("the top-level data_dir:" if _axis == "data_dir" else "grid: / seeds: / results:")
-            + " instead",
+            f"{_axis!r} is set by the workflow; use {_use} instead",
         )
 try:
     TRAIN = validate_train(
@@ -132,11 +134,15 @@ except ConfigError as e:
     config_error(("train", _key) if _key else ("train", ""), str(e))
 
 # data_dir is where the image sets' files are, not a setting (not part of GRID_ID): the jobs find it as
-# $PYDIFFUSION_DATA, set here in this process and in every job's (they re-read this file, as for PATH below)
+# $PYDIFFUSION_DATA, set here in this process and in every job's (they re-read this file, as for PATH
+# below). Set, not read: so not in `envvars:`, which would require it from every user.
 if config["data_dir"] is not None:
-    os.environ["PYDIFFUSION_DATA"] = str(Path(config["data_dir"]).expanduser().resolve())
+    os.environ.update(
+        PYDIFFUSION_DATA=str(Path(config["data_dir"]).expanduser().resolve())
+    )
+# a missing data file stops the workflow here, not in every job
 try:
-    check_files(TRAIN["dataset"])  # a missing data file stops the workflow here, not in every job
+    check_files(TRAIN["dataset"])
 except MissingDataError as e:
     config_error(
         ("data_dir",) if config["data_dir"] is not None else ("train", "dataset"),
