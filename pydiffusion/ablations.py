@@ -11,7 +11,7 @@ from dataclasses import dataclass
 from .config import CHOICES, DEFAULTS, TRAINING_PASSES, ConfigError, validate
 
 # keys a configuration may not set: the workflow sets them per job (cells, seeds, the data) or from epochs_x
-WORKFLOW_KEYS = ("loss", "noise", "seed", "data_cache", "epochs", "checkpoint_every", "threads")
+WORKFLOW_KEYS = ("loss", "noise", "seed", "data_cache", "data_dir", "epochs", "checkpoint_every", "threads")
 # the study's own keys of a configuration, beside pydiffusion config keys
 STUDY_KEYS = ("epochs_x", "match")
 CHECKPOINTS_PER_RUN = 10  # checkpoint_every = epochs // 10: a resumed job loses at most a tenth of its run
@@ -78,7 +78,7 @@ def read_study(section: dict, shared: dict) -> Study:
                             "wandb_group": f"ablations-{name}"})
         except ConfigError as e:
             raise ConfigError(f"{where}: {e}") from None
-        configs[name] = {k: v for k, v in cfg.items() if k not in ("loss", "noise", "seed", "data_cache")}
+        configs[name] = {k: v for k, v in cfg.items() if k not in ("loss", "noise", "seed", "data_cache", "data_dir")}
     families = {}
     for family, spec in section["families"].items():
         pairs = []

@@ -16,21 +16,30 @@ from pathlib import Path
 
 from . import noisy_classifier_command, quality_command, sample_command
 from .checks import check_out_file
-from .config import ConfigError, load_config
+from .config import CHOICES, ConfigError, load_config
 
 
 def cmd_data(args):
-    from .data import default_cache_dir, load_mnist1d
+    from .data import default_cache_dir
+    from .datasets import check_files, is_image, load_dataset
 
-    x, _, x_test, _ = load_mnist1d(args.cache)
-    print(f"MNIST-1D: {x.shape[0]} train, {x_test.shape[0]} test signals of length {x.shape[1]} "
-          f"cached in {args.cache or default_cache_dir()}")
+    folder = check_files(args.dataset, args.data_dir)
+    x, _, x_test, _ = load_dataset(args.dataset, args.data_dir, args.cache)
+    if not is_image(args.dataset):
+        print(f"MNIST-1D: {x.shape[0]} train, {x_test.shape[0]} test signals of length {x.shape[1]} "
+              f"cached in {args.cache or default_cache_dir()}")
+    else:
+        where = "bundled with scikit-learn" if args.dataset == "digits" else f"read from {folder}"
+        print(f"{args.dataset}: {x.shape[0]} train, {x_test.shape[0]} test images of {' x '.join(map(str, x.shape[1:]))} "
+              f"(channels x height x width), {where}")
 
 
 def cmd_train(args):
+    from .datasets import check_files
     from .training import train
 
     cfg = load_config(args.config, args.set)
+    check_files(cfg["dataset"], cfg["data_dir"])  # missing data files stop the run before any work
     evaluate = None
     if args.classifier:
         quality_command.check_quality_options(args.quality_samples, args.quality_draws, n_flag="--quality-samples",
@@ -159,8 +168,11 @@ def build_parser():
         s.set_defaults(fn=fn)
         return s
 
-    s = command("data", cmd_data, "generate and cache MNIST-1D")
-    s.add_argument("--cache", help="cache folder (default: $PYDIFFUSION_CACHE or ~/.cache/pydiffusion)")
+    s = command("data", cmd_data, "generate and cache MNIST-1D, or check and read an image data set")
+    s.add_argument("--dataset", default="mnist1d", choices=CHOICES["dataset"], help="the data set (docs/datasets.md)")
+    s.add_argument("--data-dir", help="folder of the image sets' files (default: $PYDIFFUSION_DATA or "
+                                      "~/.cache/pydiffusion/data)")
+    s.add_argument("--cache", help="MNIST-1D's cache folder (default: $PYDIFFUSION_CACHE or ~/.cache/pydiffusion)")
 
     s = command("train", cmd_train, "train one configuration (resumes from OUT/checkpoint.pt)")
     s.add_argument("--config", help="YAML file of config keys (every key, its default and its valid values: "

@@ -16,6 +16,7 @@ from pydiffusion.config import (
     ConfigError,
     validate as validate_train,
 )
+from pydiffusion.datasets import MissingDataError, check_files
 from pydiffusion.progress import GridProgress
 
 # ---- the config, checked once before any job: a bad value is one line naming where it came from ----
@@ -114,11 +115,15 @@ if ABLATIONS:
         config["ablations"], read_schema("ablations.schema.yaml"), ("ablations",)
     )
 config["resources"]["train"].setdefault("gpus", 0)
-for _axis in ("loss", "noise", "training", "seed", "data_cache"):
+for _axis, _use in [
+    *[(k, "grid: / seeds: / results:") for k in ("loss", "noise", "training", "seed")],
+    ("data_cache", "results:"),
+    ("data_dir", "the top-level data_dir:"),
+]:
     if _axis in config["train"]:
         config_error(
             ("train", _axis),
-            f"{_axis!r} is set by the workflow; use grid: / seeds: / results: instead",
+            f"{_axis!r} is set by the workflow; use {_use} instead",
         )
 try:
     TRAIN = validate_train(
@@ -127,6 +132,22 @@ try:
 except ConfigError as e:
     _key = next((k for k in config["train"] if repr(k) in str(e)), None)
     config_error(("train", _key) if _key else ("train", ""), str(e))
+
+# data_dir is where the image sets' files are, not a setting (not part of GRID_ID): the jobs find it as
+# $PYDIFFUSION_DATA, set here in this process and in every job's (they re-read this file, as for PATH
+# below). Set, not read: so not in `envvars:`, which would require it from every user.
+if config["data_dir"] is not None:
+    os.environ.update(
+        PYDIFFUSION_DATA=str(Path(config["data_dir"]).expanduser().resolve())
+    )
+# a missing data file stops the workflow here, not in every job
+try:
+    check_files(TRAIN["dataset"])
+except MissingDataError as e:
+    config_error(
+        ("data_dir",) if config["data_dir"] is not None else ("train", "dataset"),
+        str(e),
+    )
 
 R = config["results"]
 SEEDS = (
@@ -149,9 +170,10 @@ EPOCH_COST = {
 }
 # epochs of each run: one number for the grid (workflow/rules/ablations.smk sets both per run for the study)
 RUN_EPOCHS = TRAIN["epochs"]
-# the grid's identity (its W&B group): every key but how often progress is logged and the noise-aware
-# classifiers' epochs, so that a rerun with another value of these does not rerun the training jobs
-NOT_GRID_ID = ("progress_seconds", "noisy_classifier_epochs")
+# the grid's identity (its W&B group): every key but how often progress is logged, the noise-aware
+# classifiers' epochs and where the data files are, so that a rerun with another value of these does
+# not rerun the training jobs
+NOT_GRID_ID = ("progress_seconds", "noisy_classifier_epochs", "data_dir")
 GRID_ID = hashlib.sha256(
     json.dumps(
         {k: v for k, v in config.items() if k not in NOT_GRID_ID},
