@@ -11,12 +11,13 @@ import torch
 from .config import DEFAULTS, ConfigError, validate
 from .denoiser import Denoiser
 from .files import UnreadableFileError, UnsafeFileError, load_torch, save_torch
+from .datasets import data_shape
 from .models import build_model
 from .paths import NoisePath
 
 # keys that only affect evaluation, sampling, tracking or where the run executes: changing them
 # between a run and its resumption is allowed (not `epochs`: the LR schedule depends on it)
-RESUMABLE_CHANGES = {"device", "threads", "checkpoint_every", "eval_seed", "psnr_timesteps", "sampler", "sample_steps",
+RESUMABLE_CHANGES = {"data_dir", "device", "threads", "checkpoint_every", "eval_seed", "psnr_timesteps", "sampler", "sample_steps",
                      "eta", "guidance", "n_samples", "wandb_mode", "wandb_entity", "wandb_project", "wandb_group",
                      "wandb_name", "data_cache"}
 CHECKPOINT, PREVIOUS_CHECKPOINT, MODEL = "checkpoint.pt", "checkpoint.prev.pt", "model.pt"
@@ -57,7 +58,7 @@ def load_run(run_dir):
     state = read_run(run_dir)
     cfg = validate(state["config"])
     set_threads(cfg)
-    model = build_model(cfg)
+    model = build_model(cfg, data_shape(cfg["dataset"]))
     model.load_state_dict(state["ema"])
     return Denoiser.from_config(model.eval(), NoisePath(cfg["noise"], cfg["T"], cfg["schedule"]), cfg), cfg
 

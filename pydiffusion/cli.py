@@ -46,7 +46,7 @@ def cmd_train(args):
                                               draws_flag="--quality-draws")
         if args.samples is not None and args.samples < 1:
             raise ConfigError(f"need --samples >= 1; got {args.samples}")
-        classifiers = quality_command.load_classifiers(args.classifier)  # a bad file stops the run before any training
+        classifiers = quality_command.load_classifiers(args.classifier, cfg["dataset"])  # a bad file stops the run before any training
 
         def evaluate(denoiser, cfg, data, tracker):
             quality_command.evaluate_samples(denoiser, cfg, data, tracker, args.out, classifiers, args.quality_samples,
@@ -61,14 +61,14 @@ def cmd_train(args):
 
 def cmd_evaluate(args):
     from .checkpoints import load_run, read_run
-    from .data import load_mnist1d
+    from .datasets import load_dataset
     from .files import save_json
     from .models import count_parameters
     from .training import evaluate_run
 
     out = check_out_file(args.out or Path(args.run) / "metrics.json", (".json",))
     denoiser, cfg = load_run(args.run)
-    _, _, x_test, y_test = load_mnist1d(cfg["data_cache"])
+    _, _, x_test, y_test = load_dataset(cfg["dataset"], cfg["data_dir"], cfg["data_cache"])
     history = read_run(args.run)["history"]
     metrics = evaluate_run(denoiser, cfg, history, x_test, y_test, count_parameters(denoiser.model))
     save_json(metrics, out)

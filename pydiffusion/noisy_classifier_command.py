@@ -4,17 +4,18 @@ import time
 
 from .checks import check_out_file
 from .config import CHECKS, CHOICES, MAX_SEED, ConfigError
+from .quality_command import add_dataset_arguments
 
 
 def add_arguments(parser):
     parser.add_argument("--out", required=True, help="a .pt file")
     parser.add_argument("--seed", type=int, default=0, help="seed of the initialisation and the data order")
     parser.add_argument("--threads", type=int, default=0, help="torch threads (0 keeps torch's default)")
-    parser.add_argument("--cache", help="MNIST-1D cache folder (default: $PYDIFFUSION_CACHE or ~/.cache/pydiffusion)")
     parser.add_argument("--noise", choices=CHOICES["noise"], default="gaussian", help="the noise path")
     parser.add_argument("--T", type=int, default=20, help="diffusion steps of the path")
     parser.add_argument("--schedule", choices=CHOICES["schedule"], default="linear", help="beta schedule (gaussian)")
     parser.add_argument("--epochs", type=int, default=30, help="training epochs")
+    add_dataset_arguments(parser)
 
 
 def _start(args):
@@ -28,7 +29,7 @@ def _start(args):
 
 
 def cmd_noisy_classifier(args):
-    from .data import load_mnist1d
+    from .datasets import check_files, load_dataset
     from .guidance import save_noisy_classifier, train_noisy_classifier
     from .paths import NoisePath
 
@@ -37,10 +38,12 @@ def cmd_noisy_classifier(args):
         raise ConfigError(f"--T is {args.T}; it must be {description}")
     if args.epochs < 1:
         raise ConfigError(f"--epochs is {args.epochs}; it must be >= 1")
+    check_files(args.dataset, args.data_dir)
     _start(args)
     path = NoisePath(args.noise, args.T, args.schedule)
     t0 = time.perf_counter()
-    model, acc = train_noisy_classifier(*load_mnist1d(args.cache), path, seed=args.seed, epochs=args.epochs)
-    save_noisy_classifier(model, path, acc, args.out)
+    data = load_dataset(args.dataset, args.data_dir, args.cache)
+    model, acc = train_noisy_classifier(*data, path, seed=args.seed, epochs=args.epochs)
+    save_noisy_classifier(model, path, acc, args.out, dataset=args.dataset)
     by_t = ", ".join(f"t={t}: {a:.3f}" for t, a in acc.items())
-    print(f"noisy classifier for {path}: test accuracy {by_t} in {time.perf_counter() - t0:.0f} s; wrote {args.out}")
+    print(f"noisy classifier for {path} on {args.dataset}: test accuracy {by_t} in {time.perf_counter() - t0:.0f} s; wrote {args.out}")

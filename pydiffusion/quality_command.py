@@ -17,6 +17,16 @@ def add_classifier_arguments(parser):
     parser.add_argument("--seed", type=int, default=0, help="seed of the initialisation and the data order")
     parser.add_argument("--epochs", type=int, default=20, help="training epochs")
     parser.add_argument("--threads", type=int, default=0, help="torch threads (0 keeps torch's default)")
+    add_dataset_arguments(parser)
+
+
+def add_dataset_arguments(parser):
+    """--dataset, --data-dir and --cache: the data set a classifier trains on and where its files are."""
+    from .datasets import DATASETS
+
+    parser.add_argument("--dataset", choices=DATASETS, default="mnist1d", help="the data set (docs/datasets.md)")
+    parser.add_argument("--data-dir", help="folder of the image data sets' files (default: $PYDIFFUSION_DATA or "
+                                           "~/.cache/pydiffusion/data)")
     parser.add_argument("--cache", help="MNIST-1D cache folder (default: $PYDIFFUSION_CACHE or ~/.cache/pydiffusion)")
 
 
@@ -31,11 +41,12 @@ def add_quality_arguments(parser):
     parser.add_argument("--out", required=True, help="a .json file")
 
 
-def load_classifiers(paths) -> list:
-    """The classifiers of `--classifier` files, which must be of different architectures (they name the keys)."""
+def load_classifiers(paths, dataset) -> list:
+    """The classifiers of `--classifier` files, which must be of different architectures (they name the keys) and
+    trained on `dataset`."""
     from .classifier import classifier_name, load_classifier
 
-    models = [load_classifier(p)[0] for p in paths]
+    models = [load_classifier(p, dataset)[0] for p in paths]
     names = [classifier_name(m) for m in models]
     if len(set(names)) != len(names):
         raise ConfigError(f"--classifier files {', '.join(map(str, paths))} are of architectures {', '.join(names)}; "
@@ -52,25 +63,29 @@ def check_quality_options(n, draws, seed=0, n_flag="--n", draws_flag="--draws"):
 def cmd_classifier(args):
     import torch
 
-    from .data import load_mnist1d
+    from .datasets import check_files, load_dataset
     from .quality import save_classifier, train_classifier
 
     check_out_file(args.out, (".pt",))
     if args.threads < 0 or args.epochs < 1 or not 0 <= args.seed < MAX_SEED:
         raise ConfigError(f"need --threads >= 0, --epochs >= 1 and --seed in [0, 2**63); got {args.threads}, "
                           f"{args.epochs} and {args.seed}")
+    if args.arch != "cnn" and args.dataset != "mnist1d":
+        raise ConfigError(f"--arch {args.arch} reads MNIST-1D signals only; on {args.dataset} use --arch cnn")
+    check_files(args.dataset, args.data_dir)
     if args.threads:
         torch.set_num_threads(args.threads)
     t0 = time.perf_counter()
-    model, acc = train_classifier(*load_mnist1d(args.cache), seed=args.seed, epochs=args.epochs, arch=args.arch)
-    save_classifier(model, acc, args.out)
-    print(f"reference classifier ({args.arch}): test accuracy {acc:.4f} in {time.perf_counter() - t0:.0f} s; "
+    data = load_dataset(args.dataset, args.data_dir, args.cache)
+    model, acc = train_classifier(*data, seed=args.seed, epochs=args.epochs, arch=args.arch)
+    save_classifier(model, acc, args.out, dataset=args.dataset)
+    print(f"reference classifier ({args.arch}, {args.dataset}): test accuracy {acc:.4f} in {time.perf_counter() - t0:.0f} s; "
           f"wrote {args.out}")
 
 
 def cmd_quality(args):
     from .checkpoints import load_run
-    from .data import load_mnist1d
+    from .datasets import load_dataset
     from .files import save_json
     from .quality import evaluate_quality
     from .tracking import log_quality
@@ -78,8 +93,9 @@ def cmd_quality(args):
     check_out_file(args.out, (".json",))
     check_quality_options(args.n, args.draws, args.seed)
     denoiser, cfg = load_run(args.run)
-    first, *more = load_classifiers(args.classifier)
-    q = evaluate_quality(denoiser, cfg, first, load_mnist1d(cfg["data_cache"]), n=args.n, seed=args.seed,
+    first, *more = load_classifiers(args.classifier, cfg["dataset"])
+    data = load_dataset(cfg["dataset"], cfg["data_dir"], cfg["data_cache"])
+    q = evaluate_quality(denoiser, cfg, first, data, n=args.n, seed=args.seed,
                          more_classifiers=more, draws=args.draws)
     save_json(q, args.out)
     log_quality(cfg, args.run, q)

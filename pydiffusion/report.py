@@ -171,7 +171,7 @@ def best_model_samplers(records, best, out_dir, classifier, data_cache, n, noisy
     classifier of its path (noisy_classifiers: {noise: file}), the two kinds of guidance too (guidance.json).
     Returns the rows of the two comparisons (None for guidance without a classifier)."""
     from .checkpoints import load_run
-    from .data import load_mnist1d
+    from .datasets import load_dataset
     from .figures import guidance_plot, model_figures
     from .guidance import load_noisy_classifier
     from .quality import compare_guidance, compare_samplers, load_classifier
@@ -179,15 +179,15 @@ def best_model_samplers(records, best, out_dir, classifier, data_cache, n, noisy
     run = next(r for r in sorted(records, key=lambda r: r["seed"]) if config_name(r) == best)["run"]
     logger.info(f"comparing samplers on {run}")
     denoiser, cfg = load_run(run)
-    data = load_mnist1d(data_cache)
-    reference = load_classifier(classifier)[0]
+    data = load_dataset(cfg["dataset"], cfg["data_dir"], data_cache)
+    reference = load_classifier(classifier, cfg["dataset"])[0]
     rows = compare_samplers(denoiser, cfg, reference, data, n=n)
     save_json({"run": run, "samplers": rows}, out_dir / "samplers.json")
     model_figures(denoiser, cfg, data, rows, out_dir / "figures")
     if not noisy_classifiers:
         return rows, None
     logger.info(f"comparing classifier-free and classifier guidance on {run}")
-    noisy = load_noisy_classifier(noisy_classifiers[cfg["noise"]], denoiser.path)
+    noisy = load_noisy_classifier(noisy_classifiers[cfg["noise"]], denoiser.path, cfg["dataset"])
     guidance_rows = compare_guidance(denoiser, cfg, reference, noisy, data, n=n)
     save_json({"run": run, "guidance": guidance_rows}, out_dir / "guidance.json")
     guidance_plot(guidance_rows, out_dir / "figures" / "guidance.png")

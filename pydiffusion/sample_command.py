@@ -91,7 +91,7 @@ def cmd_sample(args):
     if args.noisy_classifier is not None:
         from .guidance import load_noisy_classifier
 
-        classifier = load_noisy_classifier(args.noisy_classifier, path)
+        classifier = load_noisy_classifier(args.noisy_classifier, path, cfg["dataset"])
     settings["classifier_scale"] = args.classifier_scale
     n = cfg["n_samples"] if args.n is None else args.n
     t0 = time.perf_counter()

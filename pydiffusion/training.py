@@ -22,7 +22,8 @@ import yaml
 from . import metrics
 from .checkpoints import CHECKPOINT, MODEL, resume_state, save_checkpoint, set_threads
 from .config import ConfigError, validate
-from .data import load_mnist1d, train_subset
+from .data import train_subset
+from .datasets import data_shape, load_dataset
 from .denoiser import Denoiser
 from .files import RunLock, remove_stale_temporaries, save_json, save_text, save_torch
 from .models import build_model, count_parameters
@@ -123,7 +124,7 @@ def train(cfg: dict, out_dir, log=logger.info, wait: bool = False, restart_on_co
     _check_out_dir(out_dir)
     device = resolve_device(cfg["device"])
     set_threads(cfg)
-    data = load_mnist1d(cfg["data_cache"])
+    data = load_dataset(cfg["dataset"], cfg["data_dir"], cfg["data_cache"])
     _check_batches(cfg, training_signals(cfg, *data[:2])[0].shape[0])
     with RunLock(out_dir, wait=wait, log=log):
         stale = remove_stale_temporaries(out_dir)
@@ -139,7 +140,7 @@ def _train_locked(cfg, out_dir, device, data, log, restart_on_config_change, eva
     x, y = training_signals(cfg, *data[:2])
     path = NoisePath(cfg["noise"], cfg["T"], cfg["schedule"])
     torch.manual_seed(cfg["seed"])
-    model = build_model(cfg).to(device)
+    model = build_model(cfg, data_shape(cfg["dataset"])).to(device)
     trainer = build_trainer(cfg, Denoiser.from_config(model, path, cfg))
     ema = copy.deepcopy(model).requires_grad_(False)
     opt = torch.optim.AdamW(model.parameters(), lr=cfg["lr"], weight_decay=cfg["weight_decay"], fused=device.type in ("cpu", "cuda"))

@@ -7,8 +7,10 @@ rule data:
         f"{R}/benchmarks/data.tsv"
     container:
         CONTAINER
+    params:
+        dataset=TRAIN["dataset"],
     shell:
-        "pydiffusion data --cache {output} > {log} 2>&1"
+        "mkdir -p {output} && pydiffusion data --dataset {params.dataset} --cache {output} > {log} 2>&1"
 
 
 rule train_config:
@@ -42,8 +44,11 @@ rule classifier:
         mem_mb=2000,
         runtime=15,
         cpus_per_task=1,
+    params:
+        dataset=TRAIN["dataset"],
     shell:
-        "pydiffusion classifier --cache {input.data} --threads {threads} --out {output} > {log} 2>&1"
+        "pydiffusion classifier --dataset {params.dataset} --cache {input.data} --threads {threads} --out {output} "
+        "> {log} 2>&1"
 
 
 # The noise-aware classifier p(y | x_t, t) of each noise path of the grid, for the report's comparison of
@@ -68,8 +73,9 @@ rule noisy_classifier:
         T=SHARED.get("T", DEFAULTS["T"]),
         schedule=SHARED.get("schedule", DEFAULTS["schedule"]),
         epochs=config["noisy_classifier_epochs"],
+        dataset=TRAIN["dataset"],
     shell:
-        "pydiffusion noisy-classifier --cache {input.data} --noise {wildcards.noise} --T {params.T} "
+        "pydiffusion noisy-classifier --dataset {params.dataset} --cache {input.data} --noise {wildcards.noise} --T {params.T} "
         "--schedule {params.schedule} --epochs {params.epochs} --threads {threads} --out {output} > {log} 2>&1"
 
 
