@@ -8,8 +8,8 @@ import math
 import torch
 
 from . import losses, ops
-from .data import prime_inverse
 from .denoiser import INVERSE
+from .patterns import prime_inverse
 
 
 @torch.no_grad()
