@@ -1,7 +1,7 @@
-"""MNIST-1D, generated offline and cached, and the per-digit prime inverse patterns."""
+"""MNIST-1D, generated offline and cached. The prime-inverse patterns live in pydiffusion/patterns.py
+(`prime_inverse` is importable from here too)."""
 import hashlib
 import json
-import math
 import os
 import random
 import warnings
@@ -11,6 +11,7 @@ import numpy as np
 import torch
 
 from .files import UnreadableFileError, load_torch, save_torch
+from .patterns import prime_inverse as prime_inverse  # re-exported: data.prime_inverse is the long-standing name
 
 SIGNAL_LENGTH = 40
 NUM_CLASSES = 10
@@ -84,22 +85,3 @@ def train_subset(y: torch.Tensor, fraction: float) -> torch.Tensor:
         members = (y == c).nonzero().flatten()
         keep.append(members[torch.randperm(len(members), generator=gen)[:max(1, round(fraction * len(members)))]])
     return torch.cat(keep).sort().values
-
-
-def prime_inverse(x: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
-    """P_y(x): the deterministic pattern of digit y applied to each signal x [B, 40]."""
-    if x.dim() != 2 or y.shape != x.shape[:1]:
-        raise ValueError(f"prime_inverse expects x [B, L] and y [B], got {tuple(x.shape)} and {tuple(y.shape)}")
-    patterns = torch.stack([
-        -x,
-        torch.roll(x, 10, dims=-1),
-        torch.flip(x, dims=[-1]),
-        torch.roll(torch.flip(x, dims=[-1]), 10, dims=-1),
-        -torch.roll(x, 20, dims=-1),
-        torch.sin(x * math.pi / 5),
-        torch.tanh(x),
-        x * x.abs(),
-        torch.sign(x) * x.abs().sqrt(),
-        torch.cos(x * math.pi / 5) + 1,
-    ])
-    return patterns[y.long(), torch.arange(x.shape[0], device=x.device)]

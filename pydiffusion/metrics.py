@@ -8,13 +8,16 @@ import math
 import torch
 
 from . import losses, ops
-from .data import prime_inverse
 from .denoiser import INVERSE
+from .patterns import prime_inverse
+from .ssim import ssim
 
 
 @torch.no_grad()
 def held_out_metrics(denoiser, x0, y, psnr_timesteps=(5, 10, 15), seed=1234, batch_size=1000):
-    """MSE (forward, inverse, mean), MAE, the full bound in nats/dim and denoising PSNR of a denoiser.
+    """MSE (forward, inverse, mean), MAE, the full bound in nats/dim and denoising PSNR of a denoiser; for
+    images (x0 [N, C, H, W]) also the denoising SSIM (pydiffusion/ssim.py) at the PSNR's timesteps and noise,
+    with the PSNR's peak as its data range.
 
     test_mse_forward draws one t per test signal; test_mse_forward_t is the x0 MSE at each t = 1..T over
     every test signal, from the noise the bound uses at that t (so it costs no extra network pass), and its
@@ -32,7 +35,9 @@ def held_out_metrics(denoiser, x0, y, psnr_timesteps=(5, 10, 15), seed=1234, bat
     device = next(denoiser.model.parameters()).device
     x0_hat = denoiser.x0
 
-    sums = {"sq_f": 0.0, "abs_f": 0.0, "sq_i": 0.0, "bound": 0.0, **{f"sq_{k}": 0.0 for k in psnr_timesteps}}
+    images = x0.dim() == 4
+    sums = {"sq_f": 0.0, "abs_f": 0.0, "sq_i": 0.0, "bound": 0.0, **{f"sq_{k}": 0.0 for k in psnr_timesteps},
+            **{f"ssim_{k}": 0.0 for k in psnr_timesteps}}
     sq_t = [0.0] * T
     for lo in range(0, N, batch_size):
         sl = slice(lo, lo + batch_size)
@@ -51,7 +56,10 @@ def held_out_metrics(denoiser, x0, y, psnr_timesteps=(5, 10, 15), seed=1234, bat
         sums["bound"] += bound.sum().item()
         for j, k in enumerate(psnr_timesteps):
             tk = torch.full_like(tb, k)
-            sums[f"sq_{k}"] += (x0_hat(ops.q_sample(xb, eps_psnr[j][sl].to(device), tk, path), tk, yb) - xb).pow(2).sum().item()
+            x0_k = x0_hat(ops.q_sample(xb, eps_psnr[j][sl].to(device), tk, path), tk, yb)
+            sums[f"sq_{k}"] += (x0_k - xb).pow(2).sum().item()
+            if images:
+                sums[f"ssim_{k}"] += ssim(x0_k.double(), xb.double(), peak).sum().item()
     n = x0.numel()
     out = {"test_mse_forward": sums["sq_f"] / n, "test_mse_inverse": sums["sq_i"] / n}
     out["test_mse"] = 0.5 * (out["test_mse_forward"] + out["test_mse_inverse"])
@@ -60,6 +68,8 @@ def held_out_metrics(denoiser, x0, y, psnr_timesteps=(5, 10, 15), seed=1234, bat
     out["test_mse_forward_t"] = [v / n for v in sq_t]
     for k in psnr_timesteps:
         out[f"psnr_t{k}"] = 10 * math.log10(peak**2 / (sums[f"sq_{k}"] / n))
+        if images:
+            out[f"ssim_t{k}"] = sums[f"ssim_{k}"] / N
     return out
 
 

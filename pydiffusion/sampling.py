@@ -10,7 +10,7 @@ import math
 
 import torch
 
-from .data import NUM_CLASSES, SIGNAL_LENGTH
+from .data import NUM_CLASSES
 from .denoiser import Denoiser
 from .models import NULL_LABEL
 
@@ -25,7 +25,7 @@ def timesteps_for(T: int, steps: int) -> list:
 @torch.no_grad()
 def sample_ddim(denoiser, x, steps: int, eta: float = 0.0, generator=None, trajectory: bool = False):
     """DDIM (eta = 0) to DDPM-like (eta = 1) sampling from x = x_T ~ N(0, I) over `steps` respaced steps;
-    with eta > 0, one normal draw [B, L] from `generator` per step.
+    with eta > 0, one normal draw shaped like x from `generator` per step.
 
     Returns x_0, or (x_0, [x_T, ..., x_0]) when `trajectory` is true.
     """
@@ -91,7 +91,8 @@ def draw_class_samples(denoiser: Denoiser, n: int, sampler: str, steps: int, eta
     from a generator seeded with `seed`; the sampler's noise continues that generator, or, given `noise_seed`,
     comes from a second generator seeded with it (what the quality measurements use).
 
-    Returns (x [n, L], y [n]), and the trajectory [x_T, ..., x_0] as a third item when `trajectory` is true.
+    x_T has the model's `sample_shape`. Returns (x [n, ...], y [n]), and the trajectory [x_T, ..., x_0] as a
+    third item when `trajectory` is true.
     """
     gen = torch.Generator().manual_seed(seed)
     if guidance == 0 and not classifier_scale:
@@ -100,7 +101,7 @@ def draw_class_samples(denoiser: Denoiser, n: int, sampler: str, steps: int, eta
         y = torch.arange(n) % NUM_CLASSES
     else:
         y = torch.full((n,), label)
-    x_T = torch.randn((n, SIGNAL_LENGTH), generator=gen)
+    x_T = torch.randn((n, *denoiser.model.sample_shape), generator=gen)
     noise_gen = gen if noise_seed is None else torch.Generator().manual_seed(noise_seed)
     guided = denoiser.guided(y, guidance, classifier, classifier_scale)
     out = SAMPLERS[sampler](guided, x_T, steps, eta, noise_gen, trajectory)

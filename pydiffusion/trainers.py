@@ -11,9 +11,9 @@ Labels are dropped (replaced by the null label, for classifier-free guidance) on
 import torch
 
 from . import losses, ops
-from .data import prime_inverse
 from .denoiser import FORWARD, INVERSE, Denoiser
 from .models import NULL_LABEL
+from .patterns import prime_inverse
 
 
 class ImplicitTrainer:
