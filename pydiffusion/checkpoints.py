@@ -9,9 +9,9 @@ from pathlib import Path
 import torch
 
 from .config import DEFAULTS, ConfigError, validate
+from .datasets import data_shape
 from .denoiser import Denoiser
 from .files import UnreadableFileError, UnsafeFileError, load_torch, save_torch
-from .datasets import data_shape
 from .models import build_model
 from .paths import NoisePath
 

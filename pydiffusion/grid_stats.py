@@ -26,6 +26,10 @@ METRICS = {
     "psnr_t5": ("denoising PSNR at t = 5", False),
     "psnr_t10": ("denoising PSNR at t = 10", False),
     "psnr_t15": ("denoising PSNR at t = 15", False),
+    # images only
+    "ssim_t5": ("denoising SSIM at t = 5", False),
+    "ssim_t10": ("denoising SSIM at t = 10", False),
+    "ssim_t15": ("denoising SSIM at t = 15", False),
     "fd_1d": ("sample quality (FD-1D)", True),
     "fd_ratio": ("FD-1D over its floor (a train subset against the test set)", True),
     "sample_acc_guided": ("class fidelity of guided samples", False),
@@ -42,7 +46,7 @@ METRICS = {
 HIGHER_IS_BETTER = tuple(key for key, (_, lower) in METRICS.items() if lower is False)
 # compared seed by seed (summary.json's paired cells), in the order of the report's paired table
 PAIRED_METRICS = ("test_mse_forward", "test_mse_inverse", "test_mse", "test_kl", "psnr_t5", "psnr_t10", "psnr_t15",
-                  "sample_acc_guided", "coverage_entropy", "fd_1d")
+                  "ssim_t5", "ssim_t10", "ssim_t15", "sample_acc_guided", "coverage_entropy", "fd_1d")
 VERDICT_METRICS = tuple((key, METRICS[key][0]) for key in ("test_mse_forward", "fd_1d", "sample_acc_guided"))
 BAR_METRICS = ("test_mse_forward", "test_mse_inverse", "test_kl", "psnr_t10", "fd_1d", "sample_acc_guided",
                "train_time_s")  # figures/metrics.png
@@ -82,7 +86,8 @@ def load_runs(run_dirs):
             raise UnreadableFileError(f"run file {d / 'history.json'} is not a loss history; {fix}")
         numeric = {k: float(v) for k, v in metrics.items()
                    if isinstance(v, (int, float)) and not isinstance(v, bool) and k not in NOT_METRICS}
-        records.append({**{k: cfg[k] for k in AXES}, "seed": cfg["seed"], "run": str(d), "metrics": numeric,
+        records.append({**{k: cfg[k] for k in AXES}, "seed": cfg["seed"], "dataset": cfg.get("dataset", "mnist1d"),
+                        "run": str(d), "metrics": numeric,
                         "n_params": metrics.get("n_params"), "history": history})
     return records
 

@@ -106,6 +106,12 @@ def guidance_section(rows):
             "![accuracy against FD-1D per guidance scale](figures/guidance.png)", ""]
 
 
+def test_set(records) -> str:
+    """The data sets of the runs' test sets, in words."""
+    names = {"mnist1d": "1,000 MNIST-1D test signals", "digits": "500 test images of the 8 x 8 digits"}
+    return " and ".join(names.get(d, f"{d} test set") for d in sorted({r.get("dataset", "mnist1d") for r in records}))
+
+
 def markdown(records, summary, cells, best, best_key, samplers=None, guidance=None):
     main = [k for k in METRICS if all(k in row for row in summary)]
     rows = [[row["config"], row["n_seeds"]] + [f"{fmt(row[k]['mean'])} ± {fmt(row[k]['std'])}" for k in main]
@@ -122,8 +128,9 @@ def markdown(records, summary, cells, best, best_key, samplers=None, guidance=No
         "# pydiffusion grid report",
         "",
         f"{len(records)} runs: {len(summary)} configurations x seeds {seeds}. Metrics are means ± standard deviation "
-        "over seeds; every test metric uses the EMA weights on the 1,000 MNIST-1D test signals with fixed noise. "
-        "Test KL is the full variational bound in nats per dimension.",
+        f"over seeds; every test metric uses the EMA weights on the {test_set(records)} with fixed noise. "
+        "Test KL is the full variational bound in nats per dimension; FD-1D is the Fréchet distance in the reference "
+        "classifier's features (a 1-D CNN on signals, a 2-D CNN on images).",
         "",
         "## Does semi-implicit training help?",
         "",

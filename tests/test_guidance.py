@@ -102,7 +102,7 @@ def test_the_file_names_its_path_and_another_path_is_refused(tmp_path, trained):
     loaded = load_noisy_classifier(tmp_path / "c.pt", PATH)
     x, t = torch.randn(4, 40), torch.arange(4)
     assert torch.equal(loaded(x, t), classifier(x, t))
-    with pytest.raises(UnreadableFileError, match=r"trained on the path .*'convex'.*pydiffusion noisy-classifier --dataset mnist1d --noise gaussian"):
+    with pytest.raises(UnreadableFileError, match=r"trained on the path .*'convex'.*noisy-classifier --dataset mnist1d --noise gaussian"):
         load_noisy_classifier(tmp_path / "c.pt", NoisePath("gaussian", 20))
 
 

@@ -4,6 +4,7 @@ import json
 import re
 
 import pytest
+import torch
 import yaml
 from workflow_helpers import ROOT, job_counts, snakemake
 
@@ -139,3 +140,25 @@ def test_local_profile_runs_the_smoke_grid(tmp_path):
     r = snakemake("--configfile", "config/smoke.yaml", "--config", f"results={out}", "--report", str(html))
     assert r.returncode == 0, r.stderr[-3000:]
     assert html.stat().st_size > 100_000
+
+
+@pytest.mark.slow
+def test_the_smoke_grid_on_images(tmp_path):
+    """The same workflow on the 8 x 8 digits: a 2-D UNet, a 2-D reference classifier and noise-aware classifier,
+    SSIM beside PSNR, the report's figures drawn as images."""
+    out = tmp_path / "results"
+    r = snakemake("--profile", "profiles/local", "--configfile", "config/digits-smoke.yaml", "--config", f"results={out}")
+    assert r.returncode == 0, r.stderr[-3000:]
+    report = (out / "report.md").read_text()
+    assert "500 test images of the 8 x 8 digits" in report and "## Guidance on the best configuration" in report
+    for fig in FIGURES + ["guidance"]:
+        assert (out / "figures" / f"{fig}.png").stat().st_size > 5_000, fig
+    summary = json.loads((out / "summary.json").read_text())
+    semi = {c["config"]: c for c in summary["configurations"]}["mse-convex-semi_implicit"]
+    assert 0 < semi["ssim_t10"]["mean"] <= 1 and semi["psnr_t10"]["mean"] > 0
+    assert "ssim_t10" in summary["paired"][0]
+    run = out / "runs" / "mse-convex-implicit" / "seed0"
+    samples = torch.load(run / "samples.pt", weights_only=True)
+    assert samples["x"].shape == (20, 1, 8, 8)
+    assert "dataset: digits" in (run / "config.yaml").read_text()
+    assert "(cnn, digits)" in (out / "logs" / "classifier.log").read_text()
