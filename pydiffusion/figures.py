@@ -209,7 +209,8 @@ def samples_grid(x, y, path, per_class=16):
     labels = sorted(set(y.tolist()))
     rows = [x[y == label][:per_class] for label in labels]
     columns = max(len(row) for row in rows)
-    fig, axes = new_figure((1.0 * columns + 0.6, 0.7 * len(rows)), len(rows), columns, sharex=True, sharey=True,
+    width = 0.55 if x.dim() == 4 else 1.0  # images are square panels
+    fig, axes = new_figure((width * columns + 0.6, 0.7 * len(rows)), len(rows), columns, sharex=True, sharey=True,
                         squeeze=False)
     for ax_row, label, row in zip(axes, labels, rows):
         ax_row[0].set_ylabel(f"{label}" if label < NUM_CLASSES else "uncond.", rotation=0, ha="right", va="center")

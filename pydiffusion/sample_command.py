@@ -29,7 +29,7 @@ def add_arguments(parser):
     parser.add_argument("--class", dest="label", type=int, metavar="K", help="draw only this class, 0..9 (default: 0..9 in turn)")
     parser.add_argument("--n", type=int, help="number of samples (default: the run's n_samples)")
     parser.add_argument("--seed", type=int, default=0, help="seed of x_T and of the sampler's noise")
-    parser.add_argument("--out", required=True, help=f"a .pt file (x [N, 40], y [N] and the settings), a .npy file "
+    parser.add_argument("--out", required=True, help=f"a .pt file (x [N, 40] or images [N, C, H, W], y [N] and the settings), a .npy file "
                                                      f"(x) or a .png grid (one row per class, at most {GRID_COLUMNS} "
                                                      f"samples each)")
     parser.add_argument("--trajectory", help="also write the first sample's reverse trajectory, x_T to x_0, as this "

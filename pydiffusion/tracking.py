@@ -103,7 +103,7 @@ class Tracker:
             self.run.summary.update({k: v for k, v in values.items() if k not in self.cfg})
 
     def log_samples(self, x, y, denoiser):
-        """The samples x [N, 40] with labels y as a figure (figures.samples_grid) and a GIF of one reverse
+        """The samples x [N, 40] or [N, C, H, W] with labels y as a figure (figures.samples_grid) and a GIF of one reverse
         trajectory (figures.trajectory_gif), at the final epoch."""
         if self.run is None:
             return
@@ -158,7 +158,7 @@ def log_quality(cfg: dict, run_dir, quality: dict):
 
 
 def log_samples(cfg: dict, run_dir, x, y, denoiser):
-    """Add to the run's W&B run a figure of the samples x [N, 40] with labels y (`pydiffusion sample`)
+    """Add to the run's W&B run a figure of the samples x [N, 40] or [N, C, H, W] with labels y (`pydiffusion sample`)
     and a GIF of one reverse trajectory. They go in at the final epoch."""
     tracker = _resume(cfg, run_dir)
     if tracker is None:
