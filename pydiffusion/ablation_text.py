@@ -111,8 +111,8 @@ def what_would_change(section, comparisons, floor, judged):
         best = ", ".join(f"{w} {100 * best_case(rows, k, lower):+.0f}%" for k, w, lower in key_words)
         if BETTER not in readings:
             lines.append(f"- {family}: {name} vs {reference}: better in none of {len(readings)} readings (worse in "
-                         f"{readings.count(WORSE)}); its 95% intervals rule out improvements beyond {best} of the "
-                         f"reference.")
+                         f"{readings.count(WORSE)}); the most favourable ends of its 95% intervals are {best} of the "
+                         f"reference mean (lower is better for these measures: a positive change is worse).")
         for r in rows:
             for k, w, lower in key_words:
                 gain = best_case([r], k, lower)
