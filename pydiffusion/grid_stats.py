@@ -87,6 +87,7 @@ def load_runs(run_dirs):
         numeric = {k: float(v) for k, v in metrics.items()
                    if isinstance(v, (int, float)) and not isinstance(v, bool) and k not in NOT_METRICS}
         records.append({**{k: cfg[k] for k in AXES}, "seed": cfg["seed"], "dataset": cfg.get("dataset", "mnist1d"),
+                        "sampler": cfg.get("sampler", "ddim"), "sample_steps": cfg.get("sample_steps"),
                         "run": str(d), "metrics": numeric,
                         "n_params": metrics.get("n_params"), "history": history})
     return records

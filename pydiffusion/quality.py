@@ -115,8 +115,8 @@ def sample_quality(classifier, x, y, x_test, feat_test=None):
 DRAW_SEED_STEP = 100  # draw j of evaluate_quality starts from seed + 100 j (it uses seeds s, s + 1 and s + 7)
 
 
-def evaluate_quality(denoiser, cfg, classifier, data, n=1000, seed=0, sampler="ddim", steps=None, guidance=None,
-                     eta=0.0, more_classifiers=(), draws=1):
+def evaluate_quality(denoiser, cfg, classifier, data, n=1000, seed=0, sampler=None, steps=None, guidance=None,
+                     eta=None, more_classifiers=(), draws=1):
     """The quality metrics of one trained denoiser (of the EMA weights), as a dict of floats:
 
     sample_acc_guided    the classifier's accuracy on n class-conditional samples (labels 0..9 in
@@ -128,8 +128,8 @@ def evaluate_quality(denoiser, cfg, classifier, data, n=1000, seed=0, sampler="d
     nn_dist              mean Euclidean distance of each guided sample to its nearest training signal
     nn_dist_test_floor   the same for the test set: the scale of "not copied"
 
-    Sampling: `sampler` (a name in sampling.SAMPLERS) with `steps` (default the run's sample_steps) and eta;
-    x_T from `seed` (guided) and seed + 1 (unconditional), the sampler's noise from seed + 7.
+    Sampling: `sampler` (a name in sampling.SAMPLERS), `steps` and `eta`, each by default the run's (its
+    `sampler`, `sample_steps`, `eta`: the sampler the run is meant to be used with); x_T from `seed` (guided) and seed + 1 (unconditional), the sampler's noise from seed + 7.
     `more_classifiers`: the classifier figures again with each of these, keys suffixed `_<its name>`
     (fd_1d_gru, ...), on the same samples. `draws` > 1: that many independent sample sets (draw j from seed
     + DRAW_SEED_STEP j); each sample-dependent key is then the mean over the draws, and `<key>_draw<j>` each
@@ -137,7 +137,9 @@ def evaluate_quality(denoiser, cfg, classifier, data, n=1000, seed=0, sampler="d
     """
     x, _, x_test, _ = data
     g = guidance if guidance is not None else (cfg["guidance"] or 1.0)
-    steps = steps or cfg["sample_steps"]
+    sampler = sampler or cfg["sampler"]
+    steps, eta = steps_and_eta(sampler, steps or cfg["sample_steps"], cfg["eta"] if eta is None else eta,
+                               denoiser.path.T)
     names = [classifier_name(c) for c in (classifier, *more_classifiers)]
     if len(set(names)) != len(names):
         raise ValueError(f"evaluate_quality: the classifiers must be of different architectures, not {names}")

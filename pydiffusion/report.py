@@ -106,6 +106,14 @@ def guidance_section(rows):
             "![accuracy against FD-1D per guidance scale](figures/guidance.png)", ""]
 
 
+def quality_sampler(records) -> str:
+    """The sampler(s) the runs' sample quality was measured with, in words."""
+    words = {"ddpm": "the ancestral DDPM sampler", "ddim": "DDIM", "dpmpp_2m": "DPM-Solver++(2M)"}
+    return " and ".join(f"{words.get(s, s)} at {n} steps" if s != "ddpm" else words[s]
+                        for s, n in sorted({(r.get("sampler", "ddim"), r.get("sample_steps")) for r in records},
+                                           key=str))
+
+
 def test_set(records) -> str:
     """The data sets of the runs' test sets, in words."""
     names = {"mnist1d": "1,000 MNIST-1D test signals", "digits": "500 test images of the 8 x 8 digits"}
@@ -130,7 +138,8 @@ def markdown(records, summary, cells, best, best_key, samplers=None, guidance=No
         f"{len(records)} runs: {len(summary)} configurations x seeds {seeds}. Metrics are means ± standard deviation "
         f"over seeds; every test metric uses the EMA weights on the {test_set(records)} with fixed noise. "
         "Test KL is the full variational bound in nats per dimension; FD-1D is the Fréchet distance in the reference "
-        "classifier's features (a 1-D CNN on signals, a 2-D CNN on images).",
+        "classifier's features (a 1-D CNN on signals, a 2-D CNN on images), of samples drawn with "
+        f"{quality_sampler(records)} (the runs' `sampler`).",
         "",
         "## Does semi-implicit training help?",
         "",

@@ -166,6 +166,13 @@ def test_evaluate_quality_keys_and_sampler_settings(tiny_model):
         assert set(q) == keys and all(isinstance(v, float) and v == v for v in q.values()), (sampler, q)
         assert 0 <= q["sample_acc_guided"] <= 1 and 0 <= q["coverage_entropy"] <= 1 and q["fd_floor"] >= 0
     assert q == evaluate_quality(denoiser, cfg, classifier, data, n=60, seed=0, sampler="dpmpp_2m", steps=5)
+    # by default, the run's own sampler, steps and eta: what the grid measures each run with
+    for sampler in ("ddpm", "ddim"):
+        run_cfg = {**cfg, "sampler": sampler, "sample_steps": 5, "eta": 0.5}
+        assert (evaluate_quality(denoiser, run_cfg, classifier, data, n=60, seed=0)
+                == evaluate_quality(denoiser, cfg, classifier, data, n=60, seed=0, sampler=sampler, steps=5, eta=0.5))
+    assert (evaluate_quality(denoiser, {**cfg, "sampler": "ddpm"}, classifier, data, n=60, seed=0)
+            != evaluate_quality(denoiser, {**cfg, "sampler": "ddim"}, classifier, data, n=60, seed=0))
     rows = compare_samplers(denoiser, cfg, classifier, data, n=30, log=lambda s: None,
                             settings=[("ddpm", 5, 1.0), ("ddim", 5, 0.0), ("dpmpp_2m", 4, 3.0)])
     assert [(r["sampler"], r["steps"], r["evaluations"]) for r in rows] == [("ddpm", 20, 20), ("ddim", 5, 5),

@@ -27,11 +27,11 @@ SELECTIONS = {"PAIRED_METRICS": PAIRED_METRICS, "VERDICT_METRICS": tuple(k for k
               "BAR_METRICS": grid_stats.BAR_METRICS, "DIFFERENCE_METRICS": grid_stats.DIFFERENCE_METRICS}
 
 
-def made_up_run(root, training, seed, offset=0.0, model=False):
+def made_up_run(root, training, seed, offset=0.0, model=False, sampler="ddim"):
     """A run directory as training leaves it, with every metric of METRICS at 1 + offset + seed / 100 (so the
     seeds differ and semi-implicit minus implicit is `offset` in every seed); model.pt holds untrained weights."""
     run = root / f"mse-gaussian-{training}" / f"seed{seed}"
-    cfg = validate({**TINY, "training": training, "seed": seed, "epochs": 2})
+    cfg = validate({**TINY, "training": training, "seed": seed, "epochs": 2, "sampler": sampler})
     run.mkdir(parents=True)
     (run / "config.yaml").write_text(yaml.safe_dump(cfg))
     values = {k: 1.0 + offset + seed / 100 for k in METRICS}
@@ -79,6 +79,13 @@ def test_report_and_verdict_read_the_metric_table(tmp_path):
     assert summary["paired"][0]["fd_1d"]["diff"] == pytest.approx(0.5)
     for name in ("loss_curves", "components", "metrics", "paired", "samples"):
         assert (tmp_path / "out" / "figures" / f"{name}.png").stat().st_size > 5_000, name
+
+
+@pytest.mark.parametrize("sampler, words", [("ddim", "DDIM at 20 steps"), ("ddpm", "the ancestral DDPM sampler")])
+def test_the_report_names_the_sampler_its_quality_was_measured_with(tmp_path, sampler, words):
+    runs = [made_up_run(tmp_path / "runs", t, s, sampler=sampler) for t in ("implicit", "semi_implicit") for s in (0, 1)]
+    aggregate(runs, tmp_path / "out")
+    assert f"of samples drawn with {words} (the runs' `sampler`)." in (tmp_path / "out" / "report.md").read_text()
 
 
 def test_per_class_figure_has_one_row_per_class_of_generated_and_real_signals(tmp_path):
