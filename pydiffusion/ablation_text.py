@@ -129,6 +129,10 @@ def what_would_change(section, comparisons, floor, judged):
     if missing:
         open_items.append(f"- The cells {', '.join(missing)} were not run (the study runs {', '.join(section['cells'])} "
                           f"only, to fit the machine).")
+    not_run = [f for f in section["families"] if f not in {c["family"] for c in comparisons}]
+    if not_run:
+        open_items.append(f"- The families {', '.join(not_run)} were not run in this report (ablations.run_families); "
+                          "rerun without it, into the same results, to add them.")
     open_items.append(f"- Longer training: every run is {section['base_epochs']} epochs times its epochs_x.")
     spread = ", ".join(f"{n} ±{100 * f['sd'] / f['mean']:.0f}%" for n, f in floor.items())
     open_items.append(f"- The FD floor moves across train subsets ({spread}); the FD ratios' intervals include it.")

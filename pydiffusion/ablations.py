@@ -4,7 +4,8 @@ configurations, each a base cell (loss x noise) plus config overrides, trained f
 
 `read_study(section, shared)` checks the `ablations:` section of the workflow's config (its shape is checked
 before by workflow/schemas/ablations.schema.yaml) and returns every configuration's full training config;
-a bad value is a ConfigError naming the configuration or family.
+a bad value is a ConfigError naming the configuration or family. With `run_families`, the study is those
+families and the configurations they compare, nothing else.
 """
 from dataclasses import dataclass
 
@@ -92,4 +93,18 @@ def read_study(section: dict, shared: dict) -> Study:
                 raise ConfigError(f"ablations.families.{family}: {name!r} is compared with itself")
             pairs.append((name, reference))
         families[family] = pairs
+    if section.get("run_families"):
+        families = _chosen_families(families, section["run_families"])
+        used = {name for pairs in families.values() for pair in pairs for name in pair}
+        configs = {name: cfg for name, cfg in configs.items() if name in used}
+        epochs_x = {name: x for name, x in epochs_x.items() if name in used}
     return Study(configs, families, cells, epochs_x)
+
+
+def _chosen_families(families: dict, chosen: list) -> dict:
+    """The families named in run_families (a study run family by family, into the same results, shares the runs
+    of a reference two families compare with)."""
+    unknown = [f for f in chosen if f not in families]
+    if unknown:
+        raise ConfigError(f"ablations.run_families: {unknown[0]!r} is not one of the families ({', '.join(families)})")
+    return {f: families[f] for f in chosen}

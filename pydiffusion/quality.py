@@ -129,7 +129,8 @@ def evaluate_quality(denoiser, cfg, classifier, data, n=1000, seed=0, sampler=No
     nn_dist_test_floor   the same for the test set: the scale of "not copied"
 
     Sampling: `sampler` (a name in sampling.SAMPLERS), `steps` and `eta`, each by default the run's (its
-    `sampler`, `sample_steps`, `eta`: the sampler the run is meant to be used with); x_T from `seed` (guided) and seed + 1 (unconditional), the sampler's noise from seed + 7.
+    `sampler`, `sample_steps`, `eta`: the sampler the run is meant to be used with); x_T from `seed` (guided) and
+    seed + 1 (unconditional), the sampler's noise from seed + 7.
     `more_classifiers`: the classifier figures again with each of these, keys suffixed `_<its name>`
     (fd_1d_gru, ...), on the same samples. `draws` > 1: that many independent sample sets (draw j from seed
     + DRAW_SEED_STEP j); each sample-dependent key is then the mean over the draws, and `<key>_draw<j>` each

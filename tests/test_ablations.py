@@ -12,6 +12,7 @@ from workflow_helpers import ROOT, job_counts, snakemake
 
 from pydiffusion import ablation_stats as st
 from pydiffusion import ops
+from pydiffusion.ablation_report import WORSE
 from pydiffusion.ablations import read_study
 from pydiffusion.config import ConfigError, validate
 from pydiffusion.data import NUM_CLASSES, load_mnist1d, train_subset
@@ -194,6 +195,26 @@ def test_the_study_plan_of_config_ablations():
     assert all(p[1] == "implicit" for p in study.families["roundtrip"])
 
 
+def test_run_families_trains_only_the_chosen_families_and_the_report_names_the_rest():
+    from pydiffusion.ablation_text import what_would_change
+
+    section = {**_study(), "run_families": ["weights", "conditioning"]}
+    study = read_study(section, {})
+    assert list(study.families) == ["weights", "conditioning"]
+    assert set(study.configs) == set(study.epochs_x) == {"implicit_x0", "semi_x0", "implicit", "fi", "fi_embedding",
+                                                         "semi_embedding"}
+    assert study.configs["semi_x0"] == read_study(_study(), {}).configs["semi_x0"], "the same run as in the full study"
+    e = {"reading": WORSE, "ci_low": 0.1, "ci_high": 0.2, "reference_mean": 1.0}
+    rows = [{"family": "weights", "config": "semi_x0", "reference": "implicit_x0", "cell": "mse-convex",
+             "time_ratio": 1.0, "metrics": {"test_mse_forward": e}}]
+    floor = {"cnn": {"mean": 0.5, "sd": 0.05}}
+    text = "\n".join(what_would_change(section, rows, floor, [("test_mse_forward", "forward test MSE", True)]))
+    others = [f for f in section["families"] if f != "weights"]
+    assert f"- The families {', '.join(others)} were not run in this report (ablations.run_families)" in text
+    every_family_run = {**_study(), "families": {"weights": section["families"]["weights"]}}
+    assert "were not run in this report" not in "\n".join(what_would_change(every_family_run, rows, floor, []))
+
+
 @pytest.mark.parametrize("change,message", [
     (lambda s: s["families"]["weights"].update(reference="nothing"), "families.weights: reference 'nothing' is not"),
     (lambda s: s["configurations"]["semi"].update(epochs=3), "configurations.semi: 'epochs' is set by the study"),
@@ -201,6 +222,7 @@ def test_the_study_plan_of_config_ablations():
     (lambda s: s["configurations"]["semi"].update(match="wallclock"), "match: wallclock scales implicit training"),
     (lambda s: s.update(cells=["mse-brownian"]), "ablations.cells: 'mse-brownian' is not loss-noise"),
     (lambda s: s["families"]["weights"].update(configurations=["implicit_x0"]), "'implicit_x0' is compared with itself"),
+    (lambda s: s.update(run_families=["weights", "budgett"]), "ablations.run_families: 'budgett' is not one of the families"),
 ])
 def test_a_bad_study_is_one_line_naming_the_configuration(change, message):
     section = _study()
@@ -216,6 +238,10 @@ def test_the_study_plans_240_training_jobs_and_refuses_bad_values(tmp_path):
     counts = job_counts(r.stdout)
     assert counts["ablation_train"] == 24 * 2 * 5 and counts["reference_classifier"] == 2
     assert counts["ablation_report"] == 1 and "train" not in counts and "aggregate" not in counts
+    r = snakemake("-n", "--configfile", "config/ablations.yaml", "--config", f"results={tmp_path / 'plan'}",
+                  "ablations={run_families: [weights, conditioning]}")
+    assert r.returncode == 0, r.stderr
+    assert job_counts(r.stdout)["ablation_train"] == 6 * 2 * 5, "implicit_x0, semi_x0, implicit, fi, fi_embedding, semi_embedding"
     for value, message in (
             ("ablations={base_epochs: 0}", "--config, section ablations: ablations.base_epochs: 0 is less than the minimum"),
             ("ablations={classifiers: {vgg: 0}}", "--config, section ablations: ablations.classifiers: 'vgg' is not one of"),
