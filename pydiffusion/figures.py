@@ -19,7 +19,7 @@ from matplotlib.ticker import FuncFormatter, MaxNLocator
 from . import ops
 from .data import NUM_CLASSES
 from .files import save_figure
-from .sampling import draw_class_samples, steps_and_eta, timesteps_for
+from .sampling import draw_class_samples, run_sampler, timesteps_for
 
 GENERATED_COLOR, REAL_COLOR = "tab:orange", "tab:blue"
 
@@ -50,8 +50,7 @@ def model_figures(denoiser, cfg, data, samples_rows, fig_dir, per_class=4, seed=
     quality.compare_samplers's rows."""
     _, _, x_test, y_test = data
     noise_path = denoiser.path
-    sampler, steps = cfg["sampler"], cfg["sample_steps"]
-    steps, eta = steps_and_eta(sampler, steps, cfg["eta"], noise_path.T)
+    sampler, steps, eta = run_sampler(cfg, noise_path.T)
     samples, labels = draw_class_samples(denoiser, NUM_CLASSES * per_class, sampler, steps, eta, seed=seed)
     per_class_grid(samples, labels, x_test, y_test, fig_dir / "best_per_class.png", per_class)
     digit = 3

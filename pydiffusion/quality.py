@@ -24,7 +24,7 @@ from .classifier import (  # noqa: F401
     train_classifier,
 )
 from .data import NUM_CLASSES
-from .sampling import draw_class_samples, steps_and_eta
+from .sampling import draw_class_samples, run_sampler, steps_and_eta
 
 logger = logging.getLogger(__name__)
 
@@ -138,9 +138,7 @@ def evaluate_quality(denoiser, cfg, classifier, data, n=1000, seed=0, sampler=No
     """
     x, _, x_test, _ = data
     g = guidance if guidance is not None else (cfg["guidance"] or 1.0)
-    sampler = sampler or cfg["sampler"]
-    steps, eta = steps_and_eta(sampler, steps or cfg["sample_steps"], cfg["eta"] if eta is None else eta,
-                               denoiser.path.T)
+    sampler, steps, eta = run_sampler(cfg, denoiser.path.T, sampler, steps, eta)
     names = [classifier_name(c) for c in (classifier, *more_classifiers)]
     if len(set(names)) != len(names):
         raise ValueError(f"evaluate_quality: the classifiers must be of different architectures, not {names}")

@@ -39,13 +39,11 @@ def add_arguments(parser):
 def sample_settings(cfg, path, sampler=None, steps=None, eta=None, guidance=None) -> dict:
     """{sampler, steps, eta, guidance}: each as given, or else the run's config key; steps and eta as the
     sampler really uses them (DDPM: all T steps, eta 1; DPM-Solver++(2M): eta 0)."""
-    from .sampling import steps_and_eta
+    from .sampling import run_sampler
 
-    sampler = sampler or cfg["sampler"]
-    steps = cfg["sample_steps"] if steps is None else steps
-    if not 1 <= steps <= path.T:
+    if steps is not None and not 1 <= steps <= path.T:
         raise ConfigError(f"--steps is {steps}; it must be in [1, T={path.T}]")
-    steps, eta = steps_and_eta(sampler, steps, cfg["eta"] if eta is None else eta, path.T)
+    sampler, steps, eta = run_sampler(cfg, path.T, sampler, steps, eta)
     return {"sampler": sampler, "steps": steps, "eta": eta, "guidance": cfg["guidance"] if guidance is None else guidance}
 
 

@@ -80,6 +80,14 @@ def steps_and_eta(sampler: str, steps: int, eta: float, T: int) -> tuple:
     return steps, eta
 
 
+def run_sampler(cfg: dict, T: int, sampler=None, steps=None, eta=None) -> tuple:
+    """(sampler, steps, eta) to sample a run with: each as given, or else the run's `sampler`, `sample_steps`,
+    `eta` (what the run is meant to be sampled with); steps and eta as that sampler really uses them."""
+    sampler = sampler or cfg["sampler"]
+    steps = cfg["sample_steps"] if steps is None else steps
+    return (sampler, *steps_and_eta(sampler, steps, cfg["eta"] if eta is None else eta, T))
+
+
 @torch.no_grad()
 def draw_class_samples(denoiser: Denoiser, n: int, sampler: str, steps: int, eta: float = 0.0, guidance: float = 1.0,
                        seed: int = 0, label=None, noise_seed=None, trajectory: bool = False, classifier=None,

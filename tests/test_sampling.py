@@ -9,7 +9,7 @@ from pydiffusion.config import CHOICES, validate
 from pydiffusion.denoiser import Denoiser
 from pydiffusion.models import NULL_LABEL, build_model
 from pydiffusion.paths import NoisePath
-from pydiffusion.sampling import SAMPLERS, draw_class_samples, sample_ddim, sample_ddpm, timesteps_for
+from pydiffusion.sampling import SAMPLERS, draw_class_samples, run_sampler, sample_ddim, sample_ddpm, timesteps_for
 
 
 @pytest.fixture
@@ -27,6 +27,15 @@ def test_timesteps_for():
     assert timesteps_for(20, 1) == [20, 0]
     with pytest.raises(ValueError, match="steps must be in"):
         timesteps_for(20, 21)
+
+
+def test_run_sampler_defaults_to_the_runs_settings_as_the_sampler_uses_them():
+    cfg = validate({"T": 20, "sampler": "ddim", "sample_steps": 10, "eta": 0.3})
+    assert run_sampler(cfg, 20) == ("ddim", 10, 0.3)
+    assert run_sampler(cfg, 20, steps=5, eta=0.0) == ("ddim", 5, 0.0)
+    assert run_sampler(cfg, 20, sampler="ddpm", steps=5) == ("ddpm", 20, 1.0)
+    assert run_sampler(cfg, 20, sampler="dpmpp_2m") == ("dpmpp_2m", 10, 0.0)
+    assert run_sampler(validate({"T": 20, "sampler": "ddpm"}), 20) == ("ddpm", 20, 1.0)
 
 
 def test_samplers_are_deterministic_and_end_at_x0_hat(model):
