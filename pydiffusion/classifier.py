@@ -130,6 +130,29 @@ def features(classifier, x, batch_size=1000):
                       for i in range(0, len(x), batch_size)]).double()
 
 
+def fit(model, n, batch_loss, epochs, batch_size, lr, gen, describe, log):
+    """The classifiers' training loop: AdamW (weight decay 1e-2) with a one-cycle schedule, `epochs` passes over
+    the n examples in batches shuffled by `gen` (the last partial batch dropped); batch_loss(indices) is a
+    batch's loss. Every 10 epochs and after the last one it logs describe(epoch, last batch's loss) and the
+    seconds so far. Returns the model in eval mode."""
+    opt = torch.optim.AdamW(model.parameters(), lr=lr, weight_decay=1e-2)
+    steps = epochs * (n // batch_size)
+    sched = torch.optim.lr_scheduler.OneCycleLR(opt, max_lr=lr, total_steps=steps)
+    t0 = time.perf_counter()
+    for epoch in range(epochs):
+        model.train()
+        perm = torch.randperm(n, generator=gen)
+        for i in range(n // batch_size):
+            loss = batch_loss(perm[i * batch_size:(i + 1) * batch_size])
+            opt.zero_grad(set_to_none=True)
+            loss.backward()
+            opt.step()
+            sched.step()
+        if (epoch + 1) % 10 == 0 or epoch + 1 == epochs:
+            log(f"{describe(epoch + 1, loss)} ({time.perf_counter() - t0:.0f} s)")
+    return model.eval()
+
+
 def train_classifier(x, y, x_test, y_test, seed=0, epochs=20, batch_size=128, lr=3e-3, arch="cnn", log=logger.info):
     """(classifier `arch` (a name in CLASSIFIERS) in eval mode, test accuracy): AdamW with a one-cycle
     schedule on augmented signals."""
@@ -139,23 +162,12 @@ def train_classifier(x, y, x_test, y_test, seed=0, epochs=20, batch_size=128, lr
     torch.manual_seed(seed)
     gen = torch.Generator().manual_seed(seed)
     model = CLASSIFIERS[arch][0]() if len(shape) == 1 else Classifier(shape=shape)
-    opt = torch.optim.AdamW(model.parameters(), lr=lr, weight_decay=1e-2)
-    steps = epochs * (len(x) // batch_size)
-    sched = torch.optim.lr_scheduler.OneCycleLR(opt, max_lr=lr, total_steps=steps)
-    t0 = time.perf_counter()
-    for epoch in range(epochs):
-        model.train()
-        perm = torch.randperm(len(x), generator=gen)
-        for i in range(len(x) // batch_size):
-            idx = perm[i * batch_size:(i + 1) * batch_size]
-            loss = F.cross_entropy(model(augment(x[idx], gen)), y[idx], label_smoothing=0.05)
-            opt.zero_grad(set_to_none=True)
-            loss.backward()
-            opt.step()
-            sched.step()
-        if (epoch + 1) % 10 == 0 or epoch + 1 == epochs:
-            log(f"{arch} classifier epoch {epoch + 1}: test accuracy {accuracy(model, x_test, y_test):.4f} "
-                f"({time.perf_counter() - t0:.0f} s)")
+
+    def batch_loss(idx):
+        return F.cross_entropy(model(augment(x[idx], gen)), y[idx], label_smoothing=0.05)
+
+    fit(model, len(x), batch_loss, epochs, batch_size, lr, gen,
+        lambda epoch, _: f"{arch} classifier epoch {epoch}: test accuracy {accuracy(model, x_test, y_test):.4f}", log)
     return model.eval(), accuracy(model, x_test, y_test)
 
 

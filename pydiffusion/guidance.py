@@ -6,13 +6,13 @@ The classifier is tied to one noise path (kind, T, schedule): the file records i
 path is refused. GroupNorm, not BatchNorm: each sample's gradient depends on that sample alone.
 """
 import logging
-import time
 
 import torch
 import torch.nn.functional as F
 from torch import nn
 
 from . import ops
+from .classifier import fit
 from .data import NUM_CLASSES, SIGNAL_LENGTH
 from .files import UnreadableFileError, load_torch, save_torch
 from .models import timestep_embedding
@@ -78,24 +78,14 @@ def train_noisy_classifier(x, y, x_test, y_test, path: NoisePath, seed=0, epochs
     torch.manual_seed(seed)
     gen = torch.Generator().manual_seed(seed)
     model = NoisyClassifier(path.T, width, shape=x.shape[1:])
-    opt = torch.optim.AdamW(model.parameters(), lr=lr, weight_decay=1e-2)
-    steps = epochs * (len(x) // batch_size)
-    sched = torch.optim.lr_scheduler.OneCycleLR(opt, max_lr=lr, total_steps=steps)
-    t0 = time.perf_counter()
-    for epoch in range(epochs):
-        model.train()
-        perm = torch.randperm(len(x), generator=gen)
-        for i in range(len(x) // batch_size):
-            idx = perm[i * batch_size:(i + 1) * batch_size]
-            t = torch.randint(0, path.T + 1, (len(idx),), generator=gen)
-            x_t = ops.q_sample(x[idx], torch.randn(x[idx].shape, generator=gen), t, path)
-            loss = F.cross_entropy(model(x_t, t), y[idx])
-            opt.zero_grad(set_to_none=True)
-            loss.backward()
-            opt.step()
-            sched.step()
-        if (epoch + 1) % 10 == 0 or epoch + 1 == epochs:
-            log(f"noisy classifier epoch {epoch + 1}: loss {loss.item():.3f} ({time.perf_counter() - t0:.0f} s)")
+
+    def batch_loss(idx):
+        t = torch.randint(0, path.T + 1, (len(idx),), generator=gen)
+        x_t = ops.q_sample(x[idx], torch.randn(x[idx].shape, generator=gen), t, path)
+        return F.cross_entropy(model(x_t, t), y[idx])
+
+    fit(model, len(x), batch_loss, epochs, batch_size, lr, gen,
+        lambda epoch, loss: f"noisy classifier epoch {epoch}: loss {loss.item():.3f}", log)
     checkpoints = sorted({0, path.T // 4, path.T // 2, 3 * path.T // 4, path.T})
     return model.eval(), accuracy_by_t(model, path, x_test, y_test, checkpoints, seed=seed + 1)
 
