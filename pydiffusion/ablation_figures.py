@@ -19,15 +19,18 @@ def curves_figure(summary, families: dict, cells):
     for i, (family, pairs) in enumerate(families.items()):
         for j, cell in enumerate(cells):
             absolute, relative = axes[i][2 * j], axes[i][2 * j + 1]
-            for name in dict.fromkeys(n for pair in pairs for n in pair):
+            # one colour per configuration in both panels (the reference has no curve of its own on the right)
+            color = {name: f"C{k}" for k, name in enumerate(dict.fromkeys(n for pair in pairs for n in pair))}
+            for name in color:
                 if (name, cell) in curve:
                     absolute.plot(range(1, len(curve[(name, cell)]) + 1), curve[(name, cell)], marker=".", lw=1,
-                                  label=name)
+                                  label=name, color=color[name])
             absolute.set_yscale("log")
             for name, reference in pairs:
                 if (name, cell) in curve and (reference, cell) in curve:
                     ratio = [a / b for a, b in zip(curve[(name, cell)], curve[(reference, cell)])]
-                    relative.plot(range(1, len(ratio) + 1), ratio, marker=".", lw=1, label=f"{name} / {reference}")
+                    relative.plot(range(1, len(ratio) + 1), ratio, marker=".", lw=1, label=f"{name} / {reference}",
+                                  color=color[name])
             relative.axhline(1, color="gray", lw=0.8)
             absolute.set_title(f"{family}, {cell}: test MSE(t)", fontsize=8)
             relative.set_title(f"{family}, {cell}: over the reference", fontsize=8)

@@ -276,3 +276,19 @@ def test_the_smoke_study_runs_and_reports(tmp_path):
     r = snakemake("--profile", "profiles/local", "--configfile", "config/ablations-smoke.yaml", "--config", f"results={out}",
                   "-n")
     assert r.returncode == 0 and "Nothing to be done" in r.stdout + r.stderr
+
+
+def test_curves_figure_gives_a_configuration_one_colour_in_both_panels():
+    from pydiffusion.ablation_figures import curves_figure
+
+    summary = [{"config": name, "cell": "mse-convex", "curve": [k + 1.0, k + 2.0, k + 3.0]}
+               for k, name in enumerate(["implicit", "semi", "semi_rt_if_0"])]
+    fig = curves_figure(summary, {"roundtrip": [("semi", "implicit"), ("semi_rt_if_0", "implicit")]}, ["mse-convex"])
+    absolute, relative = fig.axes[:2]
+    colors = {line.get_label(): line.get_color() for line in absolute.get_lines()}
+    assert len(set(colors.values())) == 3
+    ratios = {line.get_label(): line for line in relative.get_lines() if "/" in line.get_label()}
+    assert set(ratios) == {"semi / implicit", "semi_rt_if_0 / implicit"}
+    for label, line in ratios.items():
+        assert line.get_color() == colors[label.split(" / ")[0]]
+    assert list(ratios["semi / implicit"].get_ydata()) == [2 / 1, 3 / 2, 4 / 3]
