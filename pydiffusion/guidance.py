@@ -84,10 +84,10 @@ def train_noisy_classifier(x, y, x_test, y_test, path: NoisePath, seed=0, epochs
         x_t = ops.q_sample(x[idx], torch.randn(x[idx].shape, generator=gen), t, path)
         return F.cross_entropy(model(x_t, t), y[idx])
 
-    fit(model, len(x), batch_loss, epochs, batch_size, lr, gen,
-        lambda epoch, loss: f"noisy classifier epoch {epoch}: loss {loss.item():.3f}", log)
+    model = fit(model, len(x), batch_loss, epochs, batch_size, lr, gen,
+                lambda epoch, loss: f"noisy classifier epoch {epoch}: loss {loss.item():.3f}", log)
     checkpoints = sorted({0, path.T // 4, path.T // 2, 3 * path.T // 4, path.T})
-    return model.eval(), accuracy_by_t(model, path, x_test, y_test, checkpoints, seed=seed + 1)
+    return model, accuracy_by_t(model, path, x_test, y_test, checkpoints, seed=seed + 1)
 
 
 def _path_record(path: NoisePath) -> dict:
