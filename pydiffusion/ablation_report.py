@@ -47,6 +47,13 @@ def values(records, config, cell, key) -> list:
             if r["config"] == config and r["cell"] == cell and key in r["metrics"]]
 
 
+def time_key(records, configs, cell) -> str:
+    """train_cpu_s where every run of the configurations in the cell has it (a cost that other work on the machine
+    does not inflate), else train_time_s (wall-clock; runs trained before CPU time was recorded)."""
+    runs = [r for r in records if r["config"] in configs and r["cell"] == cell]
+    return "train_cpu_s" if runs and all("train_cpu_s" in r["metrics"] for r in runs) else "train_time_s"
+
+
 def floors(classifiers: dict, data, n: int, k: int) -> dict:
     """Per classifier name: its test accuracy, and the FD floor on disjoint train subsets (values, mean, sd)."""
     from .quality import floor_spread, load_classifier
@@ -70,7 +77,7 @@ def summarize(records, configs: dict, cells, classifiers, floor: dict) -> list:
             if not values(records, name, cell, "test_mse_forward"):
                 continue
             row = {"config": name, "cell": cell, "epochs": configs[name]["epochs"], "metrics": {}}
-            keys = [k for k, _, _ in judged_metrics(classifiers)] + ["train_time_s", "test_mse_inverse"]
+            keys = [k for k, _, _ in judged_metrics(classifiers)] + ["train_time_s", "train_cpu_s", "test_mse_inverse"]
             keys += [k for r in records if r["config"] == name for k in r["metrics"] if "_draw" in k]
             for key in dict.fromkeys(keys):
                 v = values(records, name, cell, key)
@@ -110,7 +117,8 @@ def compare(records, families: dict, cells, classifiers) -> list:
                         g = hedges_g(a, b)
                         row["metrics"][key] = {**welch(a, b), "g": g["g"], "g_low": g["ci_low"], "g_high": g["ci_high"],
                                                "reference_mean": statistics.fmean(b), "n": [len(a), len(b)]}
-                times = [statistics.fmean(values(records, c, cell, "train_time_s") or [float("nan")])
+                row["time_basis"] = time_key(records, (reference, name), cell)
+                times = [statistics.fmean(values(records, c, cell, row["time_basis"]) or [float("nan")])
                          for c in (reference, name)]
                 row["time_ratio"] = times[0] / times[1]
                 fam.append(row)

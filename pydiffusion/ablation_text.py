@@ -59,9 +59,14 @@ def family_section(family, rows, judged):
             f"{len(rows)} comparisons x {len(judged)} measures: semi-implicit better in {readings.count(BETTER)}, worse "
             f"in {readings.count(WORSE)}, no clear difference in {readings.count(UNCLEAR)}. Time ratio (reference / "
             f"configuration training seconds): " + ", ".join(f"{r['config']} vs {r['reference']} {r['cell']} "
-                                                            f"{fmt(r['time_ratio'])}" for r in rows) + ".", "",
+                                                            f"{_time_ratio(r)}" for r in rows) + ".", "",
             md_table(["comparison", "cell", "measure", "difference", "95% CI", "Hedges' g (95% CI)", "p", "p (Holm)",
                       "reading"], table), ""]
+
+
+def _time_ratio(row):
+    """The ratio of CPU seconds, or of wall-clock seconds (marked) where a run has no CPU time."""
+    return fmt(row["time_ratio"]) + ("" if row["time_basis"] == "train_cpu_s" else " (wall-clock)")
 
 
 def _mean_sd(metrics, key):
@@ -80,8 +85,8 @@ def configurations_section(summary, classifiers):
             ratio = row.get("fd_ratio", {}).get(c)
             cells += [_mean_sd(m, f"fd_1d{suffix}"), f"{fmt(ratio['ratio'])} ({_ci(ratio)})" if ratio else "n/a",
                       _mean_sd(m, f"sample_acc_guided{suffix}"), _mean_sd(m, f"coverage_entropy{suffix}")]
-        rows.append(cells + [_mean_sd(m, "train_time_s")])
-    return md_table(head + ["training s"], rows)
+        rows.append(cells + [_mean_sd(m, "train_cpu_s"), _mean_sd(m, "train_time_s")])
+    return md_table(head + ["training CPU s", "training wall-clock s"], rows)
 
 
 def draws_section(summary, classifiers):
@@ -124,7 +129,7 @@ def what_would_change(section, comparisons, floor, judged):
                 open_items.append(f"- {name} vs {reference}, {r['cell']}: the classifiers disagree on FD-1D ({', '.join(fd)}).")
             if section["configurations"][reference].get("match") == "wallclock" and abs(r["time_ratio"] - 1) > 0.1:
                 open_items.append(f"- {name} vs {reference}, {r['cell']}: matched wall-clock only roughly (realised time "
-                                  f"ratio {fmt(r['time_ratio'])}, wallclock_ratio {section['wallclock_ratio']}).")
+                                  f"ratio {_time_ratio(r)}, wallclock_ratio {section['wallclock_ratio']}).")
     missing = missing_cells(section)
     if missing:
         open_items.append(f"- The cells {', '.join(missing)} were not run (the study runs {', '.join(section['cells'])} "
@@ -162,7 +167,9 @@ def markdown(section, configs, summary, comparisons, floor, classifiers, n_runs)
     for family, rows in by_family.items():
         parts += family_section(family, rows, judged)
     parts += ["## Configurations", "", "Means ± sd over seeds; FD ratio = mean FD-1D / mean FD floor, its interval "
-              "from the seeds and the floor's spread over train subsets.", "", configurations_section(summary, classifiers),
+              "from the seeds and the floor's spread over train subsets. Training CPU seconds are the job's own, all "
+              "threads (n/a for runs trained before they were recorded); wall-clock seconds grow with other work on the "
+              "machine.", "", configurations_section(summary, classifiers),
               "", "## Sample draws", "", "Mean FD-1D over seeds of each independent sample set.", "",
               draws_section(summary, classifiers), "",
               "## Reference classifiers and the FD floor", "", floor_section(floor), "",

@@ -42,6 +42,7 @@ METRICS = {
     "loss_mean_abs_change": ("mean change of the training loss from one epoch to the next", None),
     "loss_increases": ("epochs in which the training loss went up", True),
     "train_time_s": ("training time in seconds", True),
+    "train_cpu_s": ("training CPU time in seconds, all threads (other work on the machine does not inflate it)", True),
 }
 HIGHER_IS_BETTER = tuple(key for key, (_, lower) in METRICS.items() if lower is False)
 # compared seed by seed (summary.json's paired cells), in the order of the report's paired table

@@ -175,7 +175,7 @@ def _train_locked(cfg, out_dir, device, data, log, restart_on_config_change, eva
     try:
         for epoch in range(start_epoch, cfg["epochs"]):
             model.train()
-            t0 = time.perf_counter()
+            t0, cpu0 = time.perf_counter(), time.process_time()
             perm = torch.randperm(x.shape[0], generator=data_gen).to(device)
             sums, n_micro = {}, 0
             for micro in range(steps_per_epoch * cfg["accum_steps"]):
@@ -199,8 +199,11 @@ def _train_locked(cfg, out_dir, device, data, log, restart_on_config_change, eva
                     opt.zero_grad(set_to_none=True)
                     ema_update(ema, model, cfg["ema_decay"], step)
                     step += 1
+            # cpu_s: this process's CPU seconds, all threads; unlike time_s, other work on the machine does not
+            # inflate it
             rec = {"epoch": epoch + 1, **{k: v / n_micro for k, v in sums.items()},
-                   "lr": opt.param_groups[0]["lr"], "time_s": time.perf_counter() - t0}
+                   "lr": opt.param_groups[0]["lr"], "time_s": time.perf_counter() - t0,
+                   "cpu_s": time.process_time() - cpu0}
             history.append(rec)
             tracker.log(rec, step=epoch + 1)
             progress.update(rec)
@@ -223,10 +226,12 @@ def _train_locked(cfg, out_dir, device, data, log, restart_on_config_change, eva
 
 
 def evaluate_run(denoiser, cfg, history, x_test, y_test, n_params) -> dict:
-    """metrics.json: test metrics of the EMA denoiser, convergence figures, wall time, size."""
+    """metrics.json: test metrics of the EMA denoiser, convergence figures, wall time and CPU time, size."""
     out = metrics.held_out_metrics(denoiser, x_test, y_test, cfg["psnr_timesteps"], cfg["eval_seed"])
     out.update(metrics.convergence([h["loss"] for h in history]))
     out["train_time_s"] = sum(h["time_s"] for h in history)
+    if all("cpu_s" in h for h in history):  # a run resumed from a checkpoint of older code lacks some
+        out["train_cpu_s"] = sum(h["cpu_s"] for h in history)
     out["n_params"] = n_params
     out["epochs"] = len(history)
     return {k: cfg[k] for k in ("loss", "noise", "training", "seed")} | out

@@ -270,12 +270,36 @@ def test_the_smoke_study_runs_and_reports(tmp_path):
     effect = summary["comparisons"][0]["metrics"]["fd_1d_gru"]
     assert effect["n"] == [2, 2] and 0 <= effect["p"] <= effect["p_holm"] <= 1 and effect["g_low"] < effect["g_high"]
     assert {row["config"]: len(row["curve"]) for row in summary["configurations"]} == {"implicit": 20, "semi": 20}
+    assert summary["comparisons"][0]["time_basis"] == "train_cpu_s" and "| training CPU s |" in report
+    assert all(row["metrics"]["train_cpu_s"]["n"] == 2 for row in summary["configurations"])
     assert set(summary["floors"]) == {"cnn", "gru"} and len(summary["floors"]["cnn"]["values"]) == 5
     q = json.loads((out / "runs" / "semi" / "mse-gaussian" / "seed1" / "quality.json").read_text())
     assert q["fd_1d_gru"] == pytest.approx((q["fd_1d_gru_draw0"] + q["fd_1d_gru_draw1"]) / 2)
     r = snakemake("--profile", "profiles/local", "--configfile", "config/ablations-smoke.yaml", "--config", f"results={out}",
                   "-n")
     assert r.returncode == 0 and "Nothing to be done" in r.stdout + r.stderr
+
+
+def test_time_ratios_are_of_cpu_seconds_unless_a_run_lacks_them():
+    from pydiffusion.ablation_report import compare, time_key
+    from pydiffusion.ablation_text import family_section
+
+    def record(config, seed, cpu):
+        metrics = {"test_mse_forward": 0.1 + seed / 100, "train_time_s": 50.0 * cpu + 100}  # wall-clock: other work too
+        return {"config": config, "cell": "mse-convex", "seed": seed,
+                "metrics": metrics | ({"train_cpu_s": cpu} if cpu else {})}
+
+    records = [record("implicit", s, 10.0) for s in range(2)] + [record("semi", s, 40.0) for s in range(2)]
+    families = {"roundtrip": [("semi", "implicit")]}
+    row = compare(records, families, ["mse-convex"], [])[0]
+    assert time_key(records, ("implicit", "semi"), "mse-convex") == row["time_basis"] == "train_cpu_s"
+    assert row["time_ratio"] == 0.25
+    judged = [("test_mse_forward", "forward test MSE", True)]
+    assert "semi vs implicit mse-convex 0.25." in "\n".join(family_section("roundtrip", [row], judged))
+    records[0]["metrics"].pop("train_cpu_s")  # trained before CPU time was recorded: wall-clock for the cell
+    row = compare(records, families, ["mse-convex"], [])[0]
+    assert row["time_basis"] == "train_time_s" and row["time_ratio"] == pytest.approx(600 / 2100)
+    assert "semi vs implicit mse-convex 0.2857 (wall-clock)." in "\n".join(family_section("roundtrip", [row], judged))
 
 
 def test_curves_figure_gives_a_configuration_one_colour_in_both_panels():

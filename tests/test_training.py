@@ -3,6 +3,7 @@ import json
 
 import pytest
 import torch
+from timings import without_timings
 
 from pydiffusion import losses, ops
 from pydiffusion.checkpoints import load_run
@@ -39,8 +40,9 @@ def test_short_run_lowers_the_loss(tmp_path, tiny_cfg, training, loss, noise):
     primary = "inverse" if training == "semi_implicit" else "forward"
     assert history[-1][primary] < 0.9 * history[0][primary]
     for key in ("test_mse", "test_mse_forward", "test_mse_inverse", "test_mae", "test_kl", "psnr_t5",
-                "epochs_to_5pct", "loss_increases", "train_time_s", "n_params"):
+                "epochs_to_5pct", "loss_increases", "train_time_s", "train_cpu_s", "n_params"):
         assert key in metrics
+    assert all(h["cpu_s"] > 0 for h in history) and metrics["train_cpu_s"] == sum(h["cpu_s"] for h in history)
     assert json.loads((tmp_path / "metrics.json").read_text()) == metrics  # JSON keeps every float exactly
     assert (tmp_path / "checkpoint.pt").exists() and (tmp_path / "config.yaml").exists()
 
@@ -151,12 +153,34 @@ def test_resume_gives_identical_results(tmp_path, tiny_cfg):
     lines = []
     resumed = train(cfg, tmp_path / "resumed", log=lines.append)
     assert any("resuming" in line and "epoch 2" in line for line in lines)
-    drop_time = lambda m: {k: v for k, v in m.items() if k != "train_time_s"}  # noqa: E731
-    assert drop_time(resumed) == drop_time(straight)
+    assert without_timings(resumed) == without_timings(straight)
     h1 = json.loads((tmp_path / "straight" / "history.json").read_text())
     h2 = json.loads((tmp_path / "resumed" / "history.json").read_text())
-    assert [{k: v for k, v in h.items() if k != "time_s"} for h in h1] == [
-        {k: v for k, v in h.items() if k != "time_s"} for h in h2]
+    assert [without_timings(h) for h in h1] == [without_timings(h) for h in h2]
+
+
+def test_a_run_resumed_from_a_history_without_cpu_time_reports_none(tmp_path, tiny_cfg):
+    """A checkpoint of older code has epochs without cpu_s: train_cpu_s would be the CPU time of only some epochs,
+    so metrics.json leaves it out (train_time_s, the wall-clock time, is still there)."""
+    from pydiffusion.checkpoints import CHECKPOINT
+    from pydiffusion.files import load_torch, save_torch
+
+    cfg = validate({**tiny_cfg, "epochs": 2, "checkpoint_every": 1})
+
+    def crash_in_epoch_2(line):
+        if line.startswith("epoch 2:"):
+            raise KeyboardInterrupt
+
+    with pytest.raises(KeyboardInterrupt):
+        train(cfg, tmp_path, log=crash_in_epoch_2)
+    ckpt = load_torch(tmp_path / CHECKPOINT, "checkpoint", "")
+    assert [h["epoch"] for h in ckpt["history"]] == [1] and "cpu_s" in ckpt["history"][0]
+    ckpt["history"] = [without_timings(h) | {"time_s": h["time_s"]} for h in ckpt["history"]]
+    save_torch(ckpt, tmp_path / CHECKPOINT)
+    lines = []
+    metrics = train(cfg, tmp_path, log=lines.append)
+    assert any("resuming" in line and "epoch 1" in line for line in lines)
+    assert "train_cpu_s" not in metrics and metrics["train_time_s"] > 0 and metrics["epochs"] == 2
 
 
 def test_resume_refuses_a_changed_config(tmp_path, tiny_cfg):
@@ -174,7 +198,7 @@ def test_same_seed_same_numbers_on_cpu(tmp_path, tiny_cfg):
     a = train(cfg, tmp_path / "a", log=_quiet)
     b = train(cfg, tmp_path / "b", log=_quiet)
     c = train(validate({**cfg, "seed": 1}), tmp_path / "c", log=_quiet)
-    assert {k: v for k, v in a.items() if k != "train_time_s"} == {k: v for k, v in b.items() if k != "train_time_s"}
+    assert without_timings(a) == without_timings(b)
     assert a["test_mse"] != c["test_mse"]
 
 

@@ -12,6 +12,7 @@ from pathlib import Path
 import pytest
 import torch
 import yaml
+from timings import without_timings
 from workflow_helpers import ROOT, snakemake
 
 pytestmark = pytest.mark.slow
@@ -55,10 +56,6 @@ def wait_for_checkpoint(run_dir: Path, epoch: int, proc: subprocess.Popen, timeo
     raise AssertionError(f"no checkpoint of epoch {epoch} in {run_dir} after {timeout} s")
 
 
-def without_time(metrics: dict) -> dict:
-    return {k: v for k, v in metrics.items() if k != "train_time_s"}
-
-
 @pytest.fixture(scope="module")
 def uninterrupted(tmp_path_factory):
     tmp = tmp_path_factory.mktemp("uninterrupted")
@@ -88,7 +85,7 @@ def test_killed_snakemake_then_rerun_waits_for_its_orphan_and_resumes(tmp_path, 
         assert f"waiting for pid {orphans[0]}" in log, log
         assert "resuming" in log
         assert not trainer_pids(out / RUN)
-        assert without_time(json.loads((out / RUN / "metrics.json").read_text())) == without_time(uninterrupted)
+        assert without_timings(json.loads((out / RUN / "metrics.json").read_text())) == without_timings(uninterrupted)
     finally:
         for pid in trainer_pids(out / RUN):
             os.kill(pid, signal.SIGKILL)
@@ -107,7 +104,7 @@ def test_training_job_killed_and_retried_by_the_local_executor_resumes(tmp_path,
         log = (out / "logs" / "train" / "mse-gaussian-implicit-seed0.log").read_text()
         resumed = [line for line in log.splitlines() if "resuming" in line]
         assert resumed and int(resumed[0].rsplit(" ", 1)[1]) >= 2, log
-        assert without_time(json.loads((out / RUN / "metrics.json").read_text())) == without_time(uninterrupted)
+        assert without_timings(json.loads((out / RUN / "metrics.json").read_text())) == without_timings(uninterrupted)
     finally:
         proc.kill()
         for pid in trainer_pids(out / RUN):
