@@ -17,10 +17,11 @@ def curves_figure(summary, families: dict, cells):
     fig, axes = new_figure((4.2 * 2 * len(cells), 2.6 * len(families)), len(families), 2 * len(cells), squeeze=False,
                            sharex=True)
     for i, (family, pairs) in enumerate(families.items()):
+        # one colour per configuration in every panel of the family (the reference has no curve of its own on the
+        # right)
+        color = {name: f"C{k}" for k, name in enumerate(dict.fromkeys(n for pair in pairs for n in pair))}
         for j, cell in enumerate(cells):
             absolute, relative = axes[i][2 * j], axes[i][2 * j + 1]
-            # one colour per configuration in both panels (the reference has no curve of its own on the right)
-            color = {name: f"C{k}" for k, name in enumerate(dict.fromkeys(n for pair in pairs for n in pair))}
             for name in color:
                 if (name, cell) in curve:
                     absolute.plot(range(1, len(curve[(name, cell)]) + 1), curve[(name, cell)], marker=".", lw=1,

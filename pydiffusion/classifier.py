@@ -166,11 +166,14 @@ def train_classifier(x, y, x_test, y_test, seed=0, epochs=20, batch_size=128, lr
     def batch_loss(idx):
         return F.cross_entropy(model(augment(x[idx], gen)), y[idx], label_smoothing=0.05)
 
+    test_accuracy = {}  # fit describes the last epoch, so the accuracy returned is the one logged
+
     def describe(epoch, _):
-        return f"{arch} classifier epoch {epoch}: test accuracy {accuracy(model, x_test, y_test):.4f}"
+        test_accuracy[epoch] = accuracy(model, x_test, y_test)
+        return f"{arch} classifier epoch {epoch}: test accuracy {test_accuracy[epoch]:.4f}"
 
     model = fit(model, len(x), batch_loss, epochs, batch_size, lr, gen, describe, log)
-    return model, accuracy(model, x_test, y_test)
+    return model, test_accuracy[epochs]
 
 
 def save_classifier(model, test_acc, path, dataset="mnist1d", **extra):

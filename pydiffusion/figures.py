@@ -20,6 +20,7 @@ from . import ops
 from .data import NUM_CLASSES
 from .files import save_figure
 from .sampling import draw_class_samples, run_sampler, timesteps_for
+from .training import EPOCH_FIELDS
 
 GENERATED_COLOR, REAL_COLOR = "tab:orange", "tab:blue"
 
@@ -229,7 +230,7 @@ def samples_grid(x, y, path, per_class=16):
 def loss_curves(history, path, title):
     """The total training loss and each of its components per epoch (a run's history.json), log scale."""
     epochs = [h["epoch"] for h in history]
-    components = [k for k in history[0] if k not in ("epoch", "loss", "lr", "time_s", "cpu_s")]
+    components = [k for k in history[0] if k != "loss" and k not in EPOCH_FIELDS]
     marker = "o" if len(epochs) <= 30 else None  # few epochs: show each one
     fig, ax = new_figure((7, 4.5))
     ax.plot(epochs, [h["loss"] for h in history], color="black", lw=2.5, marker=marker, label="total (weighted)")

@@ -34,6 +34,13 @@ from .trainers import build_trainer
 logger = logging.getLogger(__name__)
 
 
+# a history.json record holds the loss, its components and these; the timings (of a record and of metrics.json)
+# differ from run to run, where everything else is the same on the CPU for the same seed
+EPOCH_TIMINGS = ("time_s", "cpu_s")
+EPOCH_FIELDS = ("epoch", "lr", *EPOCH_TIMINGS)
+TIMINGS = (*EPOCH_TIMINGS, "train_time_s", "train_cpu_s")
+
+
 class TrainingError(RuntimeError):
     """Training cannot go on (a non-finite loss); the last good checkpoint is kept."""
 

@@ -1,6 +1,6 @@
-"""The keys of metrics.json and history.json that time a run (wall-clock and CPU seconds): they differ from run to
-run, so tests that compare runs for equality leave them out."""
-TIMINGS = {"time_s", "cpu_s", "train_time_s", "train_cpu_s"}
+"""Runs compared for equality leave out the keys that time them (wall-clock and CPU seconds, in metrics.json and
+history.json): they differ from run to run."""
+from pydiffusion.training import TIMINGS
 
 
 def without_timings(record: dict) -> dict:
