@@ -7,7 +7,7 @@ import torch
 from pydiffusion.config import TRAINING_PASSES, validate
 from pydiffusion.denoiser import Denoiser
 from pydiffusion.paths import NoisePath
-from pydiffusion.progress import GridProgress, format_duration
+from pydiffusion.progress import RATE_WINDOW_S, GridProgress, format_duration
 from pydiffusion.trainers import build_trainer
 
 
@@ -30,6 +30,27 @@ def test_time_left_is_the_work_left_at_the_rate_since_the_start(tmp_path):
     assert progress.line() == "1/2 grid jobs done, 52% of the training; about 1 min 20 s left (1 min 00 s so far)"
     write_history(semi, 10)
     assert "about" not in progress.line() and "100% of the training" in progress.line()
+
+
+def test_time_left_recovers_from_a_pause_within_the_rate_window(tmp_path):
+    now, run = [0.0], tmp_path / "run"
+    progress = GridProgress({run: 1}, epochs=100, clock=lambda: now[0])
+
+    def minutes_of_training(minutes, epochs):  # one epoch a minute, a progress line each minute
+        for _ in range(minutes):
+            now[0] += 60
+            epochs += 1
+            write_history(run, epochs)
+            line = progress.line()
+        return epochs, line
+
+    epochs, line = minutes_of_training(10, 0)
+    assert "about 1 h 30 min left" in line  # 90 epochs at one a minute
+    now[0] += 3600  # suspended for an hour: no work, no progress line
+    epochs, line = minutes_of_training(1, epochs)
+    assert "about 1 h 30 min left" not in line  # the window still spans the pause
+    epochs, line = minutes_of_training(RATE_WINDOW_S // 60, epochs)
+    assert f"about {100 - epochs} min 00 s left" in line  # the window is past the pause: one epoch a minute again
 
 
 def test_unreadable_history_counts_as_no_epochs(tmp_path):
