@@ -16,7 +16,7 @@ def write_history(run, epochs):
     (run / "history.json").write_text(json.dumps([{"epoch": e + 1} for e in range(epochs)]))
 
 
-def test_time_left_is_the_work_left_at_the_rate_since_the_start(tmp_path):
+def test_time_left_is_the_work_left_at_the_recent_rate(tmp_path):
     now = [100.0]
     implicit, semi = tmp_path / "implicit", tmp_path / "semi"
     write_history(semi, 2)  # done before this start (a resumed grid): counts as done, not towards the rate
