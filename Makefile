@@ -28,4 +28,4 @@ bench: $(STAMP)
 	$(BIN)/python bench/kernels.py
 
 clean:
-	rm -rf $(VENV) build pydiffusion/*.so .snakemake results
+	rm -rf $(VENV) build pydiffusion/diffusion/*.so .snakemake results

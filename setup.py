@@ -1,9 +1,9 @@
-"""Builds the fused-kernel extension pydiffusion._C from csrc/ with ninja.
+"""Builds the fused-kernel extension pydiffusion.diffusion._C from csrc/ with ninja.
 
 Needs torch at build time: `pip install --no-build-isolation .` (without torch it stops with that
 advice). The CPU kernels always; the CUDA kernels too when torch has CUDA and nvcc is found
 (PYDIFFUSION_CPU_ONLY=1 skips them). If the CUDA part fails to build, the CPU part is built alone;
-if that fails too, the package still installs, with one warning, and pydiffusion.ops falls back to
+if that fails too, the package still installs, with one warning, and pydiffusion.diffusion.ops falls back to
 the pure-PyTorch reference (PYDIFFUSION_FORCE_CUDA=1 attempts the CUDA build whatever torch says,
 which is how the fallback is tested on a machine without CUDA).
 """
@@ -21,7 +21,7 @@ except ImportError:
     # pip's default build isolation hides the installed torch; a wheel built here would silently lack
     # the kernels. A source distribution needs no compiler, so only it goes on without torch.
     if "sdist" not in sys.argv:
-        sys.exit("pydiffusion: torch is not importable while building, so the fused kernels (pydiffusion._C) "
+        sys.exit("pydiffusion: torch is not importable while building, so the fused kernels (pydiffusion.diffusion._C) "
                  "cannot be compiled. Install torch first, then build without isolation:\n"
                  "    pip install torch ninja 'setuptools>=77' wheel\n"
                  "    pip install --no-build-isolation .")
@@ -40,7 +40,7 @@ else:
     link = ["-fopenmp"]
 
     def cpu_extension():
-        return CppExtension("pydiffusion._C", cpu_sources, include_dirs=include, extra_compile_args={"cxx": cxx},
+        return CppExtension("pydiffusion.diffusion._C", cpu_sources, include_dirs=include, extra_compile_args={"cxx": cxx},
                             extra_link_args=link)
 
     force_cuda = os.environ.get("PYDIFFUSION_FORCE_CUDA") == "1"
@@ -52,7 +52,7 @@ else:
     ext = None
     if with_cuda:
         try:
-            ext = CUDAExtension("pydiffusion._C", cpu_sources + [os.path.join("csrc", "cuda", "ops.cu")],
+            ext = CUDAExtension("pydiffusion.diffusion._C", cpu_sources + [os.path.join("csrc", "cuda", "ops.cu")],
                                 include_dirs=include, extra_link_args=link,
                                 extra_compile_args={"cxx": cxx, "nvcc": ["-O3", "--fmad=false"]})
         except Exception as e:  # no CUDA toolkit where torch looks for one
@@ -79,8 +79,8 @@ else:
                 except Exception as e:
                     err = e
             self.extensions = []  # nothing for setuptools to copy or record
-            warn("the fused-kernel extension pydiffusion._C did not build (compiler output above); "
-                 "pydiffusion.ops will use the PyTorch reference", err)
+            warn("the fused-kernel extension pydiffusion.diffusion._C did not build (compiler output above); "
+                 "pydiffusion.diffusion.ops will use the PyTorch reference", err)
 
         def copy_extensions_to_source(self):
             """In-place (editable) builds: copy the library beside the old one and rename it over it.

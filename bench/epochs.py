@@ -18,7 +18,7 @@ import tempfile
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
-PYDIFFUSION = [sys.executable, "-m", "pydiffusion.cli"]
+PYDIFFUSION = [sys.executable, "-m", "pydiffusion.cli.main"]
 
 
 def main():

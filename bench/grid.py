@@ -80,10 +80,10 @@ def flop_per_example(training, cfg_overrides=None):
     from torch.utils.flop_counter import FlopCounterMode
 
     from pydiffusion.config import validate
-    from pydiffusion.denoiser import Denoiser
-    from pydiffusion.models import build_model
-    from pydiffusion.paths import NoisePath
-    from pydiffusion.trainers import build_trainer
+    from pydiffusion.diffusion.denoiser import Denoiser
+    from pydiffusion.diffusion.paths import NoisePath
+    from pydiffusion.nets.backbones import build_model
+    from pydiffusion.training.trainers import build_trainer
 
     cfg = validate({**(cfg_overrides or {}), "training": training})
     model = build_model(cfg)
@@ -128,8 +128,8 @@ def training_speed(results, flops, peak):
 
 def verdict_of_summary(results):
     """{"loss / noise metric": reading} from a grid's summary.json, the report's words without their reason."""
-    from pydiffusion.grid_stats import HIGHER_IS_BETTER, VERDICT_METRICS
-    from pydiffusion.grid_stats import judge as _judge
+    from pydiffusion.reporting.grid_stats import HIGHER_IS_BETTER, VERDICT_METRICS
+    from pydiffusion.reporting.grid_stats import judge as _judge
 
     summary = json.loads((results / "summary.json").read_text())
     return {f"{c['loss']} / {c['noise']} {key}": _judge(c[key], key not in HIGHER_IS_BETTER).split(" (")[0]
@@ -138,7 +138,7 @@ def verdict_of_summary(results):
 
 def verdict_of_report(report):
     """The same readings from the paired table of a committed report.md."""
-    from pydiffusion.grid_stats import VERDICT_METRICS
+    from pydiffusion.reporting.grid_stats import VERDICT_METRICS
 
     keys = {key for key, _ in VERDICT_METRICS}
     out = {}

@@ -14,12 +14,13 @@ from pathlib import Path
 import torch
 
 from pydiffusion.checkpoints import load_run
-from pydiffusion.data import load_mnist1d
-from pydiffusion.figures import guidance_plot
+from pydiffusion.data.mnist1d import load_mnist1d
+from pydiffusion.evaluation.quality import compare_guidance
 from pydiffusion.files import save_json, save_text
-from pydiffusion.guidance import load_noisy_classifier, save_noisy_classifier, train_noisy_classifier
-from pydiffusion.quality import compare_guidance, load_classifier
-from pydiffusion.report import guidance_section
+from pydiffusion.nets.classifiers import load_classifier
+from pydiffusion.nets.noisy_classifier import load_noisy_classifier, save_noisy_classifier, train_noisy_classifier
+from pydiffusion.reporting.figures import guidance_plot
+from pydiffusion.reporting.report import guidance_section
 
 
 def main(argv=None):

@@ -23,9 +23,9 @@ from pathlib import Path
 
 import torch
 
-from pydiffusion import ops, reference
+from pydiffusion.diffusion import ops, reference
+from pydiffusion.diffusion.paths import NoisePath
 from pydiffusion.files import save_json
-from pydiffusion.paths import NoisePath
 
 SHAPES = {"4096x40": (4096, 40), "1M": (25_000, 40), "16M": (400_000, 40)}
 VARIANTS = ("fused", "eager", "compiled")
@@ -113,7 +113,7 @@ def main():
     p.add_argument("--out", type=Path, help="JSON path (default bench/results/kernels-<device>-<host>.json)")
     args = p.parse_args()
     if ops.backend("cpu") != "cpp":
-        raise SystemExit("the extension pydiffusion._C is not built (or PYDIFFUSION_BACKEND=torch); run `make` "
+        raise SystemExit("the extension pydiffusion.diffusion._C is not built (or PYDIFFUSION_BACKEND=torch); run `make` "
                          "(pip install --no-build-isolation -e .)")
     devices = ["cpu"] + (["cuda"] if torch.cuda.is_available() and ops.backend("cuda") == "cuda" else [])
     for device in devices:

@@ -20,13 +20,13 @@ from pathlib import Path
 
 import torch
 
-from pydiffusion import ops
 from pydiffusion.checkpoints import load_run
-from pydiffusion.classifier import load_classifier, save_classifier, train_classifier
-from pydiffusion.data import load_mnist1d
-from pydiffusion.denoiser import Denoiser
+from pydiffusion.data.mnist1d import load_mnist1d
+from pydiffusion.diffusion import ops
+from pydiffusion.diffusion.denoiser import Denoiser
+from pydiffusion.evaluation.quality import compare_samplers
 from pydiffusion.files import save_json
-from pydiffusion.quality import compare_samplers
+from pydiffusion.nets.classifiers import load_classifier, save_classifier, train_classifier
 
 
 def cpu_name():

@@ -14,15 +14,15 @@ from pathlib import Path
 
 import torch
 
-from pydiffusion import ops
 from pydiffusion.config import validate
-from pydiffusion.data import load_mnist1d
-from pydiffusion.denoiser import Denoiser
+from pydiffusion.data.mnist1d import load_mnist1d
+from pydiffusion.diffusion import ops
+from pydiffusion.diffusion.denoiser import Denoiser
+from pydiffusion.diffusion.paths import NoisePath
+from pydiffusion.diffusion.samplers import sample_ddim
 from pydiffusion.files import save_json
-from pydiffusion.models import build_model, count_parameters
-from pydiffusion.paths import NoisePath
-from pydiffusion.sampling import sample_ddim
-from pydiffusion.trainers import build_trainer
+from pydiffusion.nets.backbones import build_model, count_parameters
+from pydiffusion.training.trainers import build_trainer
 
 TARGETS = {"implicit_ex_per_s_2threads": 1500, "semi_implicit_ratio": 1 / 3, "ddim20_s_per_1000": 4.0}
 

@@ -1,5 +1,5 @@
 #!/bin/sh
-# Installs pydiffusion, with its compiled extension pydiffusion._C, into a container image.
+# Installs pydiffusion, with its compiled extension pydiffusion.diffusion._C, into a container image.
 # Called from %post of containers/cpu.def and containers/gpu.def, and by containers/build-sif.sh
 # inside a chroot; it can also be run by hand on any Debian/Ubuntu root file system.
 #
@@ -66,7 +66,7 @@ fi
 PIP="$VENV/bin/python -m pip"
 
 # 3. torch, ninja and the build backend, then the project itself without build isolation, so
-#    that setup.py compiles pydiffusion._C against exactly this torch.
+#    that setup.py compiles pydiffusion.diffusion._C against exactly this torch.
 if [ "$TORCH" = system ]; then
     $PIP install -q ninja "setuptools>=77" wheel
 else
@@ -97,7 +97,7 @@ print(f"install.sh: pydiffusion {pydiffusion.__file__}, torch {torch.__version__
       f", CUDA kernels {'yes' if has_cuda else 'no'}")
 assert ops.backend("cpu") == "cpp", "the compiled extension did not load"
 if torch.version.cuda is not None:
-    assert has_cuda, "torch has CUDA but pydiffusion._C was built without the CUDA kernels"
+    assert has_cuda, "torch has CUDA but pydiffusion.diffusion._C was built without the CUDA kernels"
 EOF
 mkdir -p /usr/local/bin
 ln -sf "$VENV/bin/pydiffusion" /usr/local/bin/pydiffusion

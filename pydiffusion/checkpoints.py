@@ -8,12 +8,12 @@ from pathlib import Path
 
 import torch
 
-from .config import DEFAULTS, ConfigError, validate
-from .datasets import data_shape
-from .denoiser import Denoiser
-from .files import UnreadableFileError, UnsafeFileError, load_torch, save_torch
-from .models import build_model
-from .paths import NoisePath
+from pydiffusion.config import DEFAULTS, ConfigError, validate
+from pydiffusion.data.datasets import data_shape
+from pydiffusion.diffusion.denoiser import Denoiser
+from pydiffusion.diffusion.paths import NoisePath
+from pydiffusion.files import UnreadableFileError, UnsafeFileError, load_torch, save_torch
+from pydiffusion.nets.backbones import build_model
 
 # keys that only affect evaluation, sampling, tracking or where the run executes: changing them
 # between a run and its resumption is allowed (not `epochs`: the LR schedule depends on it)
@@ -22,6 +22,11 @@ RESUMABLE_CHANGES = {"data_dir", "device", "threads", "checkpoint_every", "eval_
                      "wandb_name", "data_cache"}
 CHECKPOINT, PREVIOUS_CHECKPOINT, MODEL = "checkpoint.pt", "checkpoint.prev.pt", "model.pt"
 CHECKPOINT_KEYS = ("config", "model", "ema", "optimizer", "data_gen", "noise_gen", "history", "step", "epoch")
+# a history.json record holds the loss, its components and these; the timings (of a record and of metrics.json)
+# differ from run to run, where everything else is the same on the CPU for the same seed
+EPOCH_TIMINGS = ("time_s", "cpu_s")
+EPOCH_FIELDS = ("epoch", "lr", *EPOCH_TIMINGS)
+TIMINGS = (*EPOCH_TIMINGS, "train_time_s", "train_cpu_s")
 
 
 def set_threads(cfg: dict):

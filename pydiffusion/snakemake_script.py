@@ -4,7 +4,7 @@ leaves its traceback in the log. Either way the job fails with exit status 1."""
 import logging
 import sys
 
-from .files import UnreadableFileError
+from pydiffusion.files import UnreadableFileError
 
 
 def run_logged(log_file, command, fn):

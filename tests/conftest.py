@@ -13,7 +13,7 @@ def data_cache(tmp_path_factory):
     """MNIST-1D generated once per session into a fresh folder (about 2 s), never the user's cache."""
     path = tmp_path_factory.mktemp("cache")
     os.environ["PYDIFFUSION_CACHE"] = str(path)
-    from pydiffusion.data import load_mnist1d
+    from pydiffusion.data.mnist1d import load_mnist1d
 
     load_mnist1d(path)
     return path

@@ -10,16 +10,17 @@ import yaml
 from scipy import stats
 from workflow_helpers import ROOT, job_counts, snakemake
 
-from pydiffusion import ablation_stats as st
-from pydiffusion import ops
-from pydiffusion.ablation_report import WORSE
-from pydiffusion.ablations import read_study
+from pydiffusion.ablations import stats as st
+from pydiffusion.ablations.plan import read_study
+from pydiffusion.ablations.stats import WORSE
 from pydiffusion.config import ConfigError, validate
-from pydiffusion.data import NUM_CLASSES, load_mnist1d, train_subset
-from pydiffusion.denoiser import Denoiser
-from pydiffusion.metrics import held_out_metrics
-from pydiffusion.models import build_model
-from pydiffusion.paths import NoisePath
+from pydiffusion.data.labels import NUM_CLASSES
+from pydiffusion.data.mnist1d import load_mnist1d, train_subset
+from pydiffusion.diffusion import ops
+from pydiffusion.diffusion.denoiser import Denoiser
+from pydiffusion.diffusion.paths import NoisePath
+from pydiffusion.evaluation.metrics import held_out_metrics
+from pydiffusion.nets.backbones import build_model
 
 TINY = {"channels": 8, "emb_dim": 32}
 
@@ -70,7 +71,7 @@ def test_train_subset_is_stratified_stable_and_nested(data_cache):
 
 
 def test_training_on_a_fraction_uses_the_subset(tmp_path, tiny_cfg, data_cache):
-    from pydiffusion.training import train, training_signals
+    from pydiffusion.training.loop import train, training_signals
 
     cfg = validate({**tiny_cfg, "train_fraction": 0.1, "epochs": 1})
     x, y, _, _ = load_mnist1d(data_cache)
@@ -113,8 +114,8 @@ def test_the_per_timestep_curve_is_the_bound_noise_error_and_averages_to_the_sca
 
 
 def test_gru_classifier_and_two_draws(tmp_path):
-    from pydiffusion.classifier import Classifier, GRUClassifier, classifier_name, load_classifier, save_classifier
-    from pydiffusion.quality import evaluate_quality, fd_floor, floor_spread
+    from pydiffusion.evaluation.quality import evaluate_quality, fd_floor, floor_spread
+    from pydiffusion.nets.classifiers import Classifier, GRUClassifier, classifier_name, load_classifier, save_classifier
 
     torch.manual_seed(0)
     cnn, gru = Classifier(width=8, features=16).eval(), GRUClassifier(hidden=8, features=16).eval()
@@ -196,7 +197,7 @@ def test_the_study_plan_of_config_ablations():
 
 
 def test_run_families_trains_only_the_chosen_families_and_the_report_names_the_rest():
-    from pydiffusion.ablation_text import what_would_change
+    from pydiffusion.ablations.text import what_would_change
 
     section = {**_study(), "run_families": ["weights", "conditioning"]}
     study = read_study(section, {})
@@ -281,8 +282,8 @@ def test_the_smoke_study_runs_and_reports(tmp_path):
 
 
 def test_time_ratios_are_of_cpu_seconds_unless_a_run_lacks_them():
-    from pydiffusion.ablation_report import compare, time_key
-    from pydiffusion.ablation_text import family_section
+    from pydiffusion.ablations.summary import compare, time_key
+    from pydiffusion.ablations.text import family_section
 
     def record(config, seed, cpu):
         metrics = {"test_mse_forward": 0.1 + seed / 100, "train_time_s": 50.0 * cpu + 100}  # wall-clock: other work too
@@ -303,7 +304,7 @@ def test_time_ratios_are_of_cpu_seconds_unless_a_run_lacks_them():
 
 
 def test_curves_figure_gives_a_configuration_one_colour_in_both_panels():
-    from pydiffusion.ablation_figures import curves_figure
+    from pydiffusion.ablations.figures import curves_figure
 
     summary = [{"config": name, "cell": "mse-convex", "curve": [k + 1.0, k + 2.0, k + 3.0]}
                for k, name in enumerate(["implicit", "semi", "semi_rt_if_0"])]

@@ -10,17 +10,17 @@ import torch
 import yaml
 from PIL import Image
 
-from pydiffusion import cli
 from pydiffusion.checkpoints import load_run
+from pydiffusion.cli import main as cli
 from pydiffusion.config import validate
-from pydiffusion.sampling import SAMPLERS, draw_class_samples
-from pydiffusion.training import train
+from pydiffusion.diffusion.samplers import SAMPLERS, draw_class_samples
+from pydiffusion.training.loop import train
 
 PNG = b"\x89PNG\r\n\x1a\n"
 
 
 def run(*args, **kw):
-    return subprocess.run([sys.executable, "-m", "pydiffusion.cli", *args], capture_output=True, text=True, **kw)
+    return subprocess.run([sys.executable, "-m", "pydiffusion.cli.main", *args], capture_output=True, text=True, **kw)
 
 
 def test_cli_end_to_end(tmp_path, tiny_cfg):
@@ -74,7 +74,7 @@ def test_version_and_help_cover_every_command_and_option():
     import argparse
     from importlib.metadata import version
 
-    from pydiffusion.cli import build_parser
+    from pydiffusion.cli.main import build_parser
 
     r = run("--version")
     assert r.returncode == 0 and r.stdout.strip() == f"pydiffusion {version('pydiffusion-mnist1d')}"
@@ -94,8 +94,8 @@ def test_version_and_help_cover_every_command_and_option():
 
 def test_train_with_a_classifier_also_writes_what_quality_and_sample_write(tmp_path, tiny_cfg):
     # the workflow's one process per job must give the numbers of the separate commands
-    from pydiffusion.data import load_mnist1d
-    from pydiffusion.quality import save_classifier, train_classifier
+    from pydiffusion.data.mnist1d import load_mnist1d
+    from pydiffusion.nets.classifiers import save_classifier, train_classifier
 
     x, y, x_test, y_test = load_mnist1d()
     classifier, acc = train_classifier(x[:500], y[:500], x_test, y_test, epochs=1, log=lambda s: None)

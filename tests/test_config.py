@@ -73,7 +73,7 @@ def test_config_file_errors(tmp_path):
 
 def test_cli_rejects_bad_config_before_any_work(tmp_path):
     out = tmp_path / "run"
-    r = subprocess.run([sys.executable, "-m", "pydiffusion.cli", "train", "--out", str(out), "--set", "T=1"],
+    r = subprocess.run([sys.executable, "-m", "pydiffusion.cli.main", "train", "--out", str(out), "--set", "T=1"],
                        capture_output=True, text=True)
     assert r.returncode == 2
     assert r.stderr.strip() == "pydiffusion train: error: config key 'T' is 1; it must be an integer >= 2"
@@ -83,9 +83,9 @@ def test_cli_rejects_bad_config_before_any_work(tmp_path):
 def test_paths_kernels_and_cli_take_the_config_choices():
     import argparse
 
-    from pydiffusion import reference
-    from pydiffusion.cli import build_parser
-    from pydiffusion.paths import NoisePath
+    from pydiffusion.cli.main import build_parser
+    from pydiffusion.diffusion import reference
+    from pydiffusion.diffusion.paths import NoisePath
 
     for kind in CHOICES["noise"]:
         for schedule in CHOICES["schedule"]:

@@ -209,7 +209,7 @@ def test_sif_objects_header_and_metadata(image):
         assert path in files, f"{path} missing from the image"
     assert not [f for f in files if re.search(r"/pydiffusion/_C[^/]*\.so$", f) and "site-packages" not in f], \
         "the extension is imported from site-packages only"
-    assert [f for f in files if re.search(r"site-packages/pydiffusion/_C[^/]*\.so$", f)], "pydiffusion._C is built"
+    assert [f for f in files if re.search(r"site-packages/pydiffusion/_C[^/]*\.so$", f)], "pydiffusion.diffusion._C is built"
     assert "/usr/bin/g++" not in files, "the compiler is removed after the build"
     assert not [f for f in files if f.startswith("/opt/wheels") or f.startswith("/opt/pypi")], \
         "the build host's package folders are not in the image"
@@ -267,7 +267,7 @@ def test_training_in_image_matches_host(image, tmp_path):
     host_cache = tmp_path / "cache"
     cfg = tmp_path / "tiny.yaml"
     cfg.write_text(yaml.safe_dump(TINY))
-    h = _run([sys.executable, "-m", "pydiffusion.cli", "train", "--config", str(cfg), "--out", str(tmp_path / "run")],
+    h = _run([sys.executable, "-m", "pydiffusion.cli.main", "train", "--config", str(cfg), "--out", str(tmp_path / "run")],
              timeout=900, env={**os.environ, "PYDIFFUSION_CACHE": str(host_cache)})
     assert h.returncode == 0, h.stderr[-4000:]
 

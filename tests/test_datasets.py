@@ -14,8 +14,7 @@ import yaml
 from workflow_helpers import ROOT, snakemake
 
 from pydiffusion.config import CHOICES, DEFAULTS, ConfigError, validate
-from pydiffusion.data import load_mnist1d
-from pydiffusion.datasets import (
+from pydiffusion.data.datasets import (
     CIFAR_FILES,
     DATASETS,
     DIGITS_TEST_PER_CLASS,
@@ -27,6 +26,7 @@ from pydiffusion.datasets import (
     is_image,
     load_dataset,
 )
+from pydiffusion.data.mnist1d import load_mnist1d
 from pydiffusion.files import UnreadableFileError, UnsafeFileError
 
 
@@ -216,7 +216,7 @@ def test_config_keys_dataset_and_data_dir():
 
 
 def cli(*args, **kw):
-    return subprocess.run([sys.executable, "-m", "pydiffusion.cli", *args], capture_output=True, text=True, **kw)
+    return subprocess.run([sys.executable, "-m", "pydiffusion.cli.main", *args], capture_output=True, text=True, **kw)
 
 
 def test_cli_missing_data_is_one_line_before_any_work(tmp_path):

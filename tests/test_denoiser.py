@@ -4,10 +4,10 @@ import gaussian_data
 import pytest
 import torch
 
-from pydiffusion import ops, reference
 from pydiffusion.config import CHOICES
-from pydiffusion.denoiser import Denoiser
-from pydiffusion.paths import NoisePath
+from pydiffusion.diffusion import ops, reference
+from pydiffusion.diffusion.denoiser import Denoiser
+from pydiffusion.diffusion.paths import NoisePath
 
 
 @pytest.mark.parametrize("prediction", CHOICES["prediction"])

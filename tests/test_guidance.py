@@ -4,21 +4,20 @@ import pytest
 import torch
 import torch.nn.functional as F
 
-from pydiffusion import cli
+from pydiffusion.cli import main as cli
 from pydiffusion.config import validate
-from pydiffusion.data import load_mnist1d
-from pydiffusion.denoiser import Denoiser
+from pydiffusion.data.mnist1d import load_mnist1d
+from pydiffusion.diffusion.denoiser import Denoiser, log_prob_grad
+from pydiffusion.diffusion.paths import NoisePath
+from pydiffusion.diffusion.samplers import SAMPLERS, draw_class_samples
 from pydiffusion.files import UnreadableFileError
-from pydiffusion.guidance import (
+from pydiffusion.nets.backbones import build_model
+from pydiffusion.nets.noisy_classifier import (
     NoisyClassifier,
     load_noisy_classifier,
-    log_prob_grad,
     save_noisy_classifier,
     train_noisy_classifier,
 )
-from pydiffusion.models import build_model
-from pydiffusion.paths import NoisePath
-from pydiffusion.sampling import SAMPLERS, draw_class_samples
 
 PATH = NoisePath("convex", 20)
 
@@ -107,7 +106,7 @@ def test_the_file_names_its_path_and_another_path_is_refused(tmp_path, trained):
 
 
 def test_the_command_line_trains_one_and_samples_with_it(tmp_path, capsys, tiny_cfg):
-    from pydiffusion.training import train
+    from pydiffusion.training.loop import train
 
     run = tmp_path / "run"
     train(validate({**tiny_cfg, "epochs": 1, "noise": "convex"}), run, log=lambda s: None)

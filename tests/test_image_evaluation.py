@@ -4,17 +4,17 @@ import pytest
 import torch
 import torch.nn.functional as F
 
-from pydiffusion import figures
-from pydiffusion.classifier import Classifier, augment, load_classifier, save_classifier, train_classifier
+from pydiffusion.diffusion.denoiser import log_prob_grad
+from pydiffusion.diffusion.paths import NoisePath
 from pydiffusion.files import UnreadableFileError
-from pydiffusion.guidance import (
+from pydiffusion.nets.classifiers import Classifier, augment, load_classifier, save_classifier, train_classifier
+from pydiffusion.nets.noisy_classifier import (
     NoisyClassifier,
     load_noisy_classifier,
-    log_prob_grad,
     save_noisy_classifier,
     train_noisy_classifier,
 )
-from pydiffusion.paths import NoisePath
+from pydiffusion.reporting import figures
 
 
 @pytest.fixture(scope="module")

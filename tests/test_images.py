@@ -7,16 +7,17 @@ import torch
 from skimage.metrics import structural_similarity
 from sklearn.datasets import load_digits
 
-from pydiffusion import ops, reference
 from pydiffusion.config import validate
-from pydiffusion.denoiser import Denoiser
-from pydiffusion.metrics import held_out_metrics
-from pydiffusion.models import NULL_LABEL, UNet2D, build_model
-from pydiffusion.paths import NoisePath
-from pydiffusion.patterns import image_patterns, prime_inverse
-from pydiffusion.sampling import SAMPLERS, draw_class_samples
-from pydiffusion.ssim import ssim
-from pydiffusion.trainers import ConsistencyTrainer, ImplicitTrainer, SemiImplicitTrainer
+from pydiffusion.data.labels import NULL_LABEL
+from pydiffusion.data.patterns import image_patterns, prime_inverse
+from pydiffusion.diffusion import ops, reference
+from pydiffusion.diffusion.denoiser import Denoiser
+from pydiffusion.diffusion.paths import NoisePath
+from pydiffusion.diffusion.samplers import SAMPLERS, draw_class_samples
+from pydiffusion.evaluation.metrics import held_out_metrics
+from pydiffusion.evaluation.ssim import ssim
+from pydiffusion.nets.backbones import UNet2D, build_model
+from pydiffusion.training.trainers import ConsistencyTrainer, ImplicitTrainer, SemiImplicitTrainer
 
 SHAPES = [(1, 8, 8), (1, 28, 28), (3, 32, 32)]
 SMALL = {"channels": 8, "emb_dim": 32}

@@ -17,14 +17,14 @@ from diffusers import DDIMScheduler, DDPMScheduler
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from pydiffusion import ops, reference
-from pydiffusion.paths import NoisePath
+from pydiffusion.diffusion import ops, reference
+from pydiffusion.diffusion.paths import NoisePath
 
 ROOT = Path(__file__).resolve().parents[1]
 if ops.backend("cpu") != "cpp" and os.environ.get("PYDIFFUSION_BACKEND", "").strip().lower() == "torch":
     pytest.skip("PYDIFFUSION_BACKEND=torch: the extension is switched off", allow_module_level=True)
 if ops.backend("cpu") != "cpp":
-    pytest.fail("the compiled extension pydiffusion._C did not load; build it with `make` "
+    pytest.fail("the compiled extension pydiffusion.diffusion._C did not load; build it with `make` "
                 "(pip install --no-build-isolation -e .)", pytrace=False)
 
 OPS = torch.ops.pydiffusion
@@ -176,7 +176,7 @@ def test_two_threads_give_the_same_bits_as_one():
 @pytest.mark.skipif(not Path("/proc/self/maps").exists(), reason="needs /proc/self/maps (Linux)")
 def test_one_openmp_runtime_is_loaded():
     """A second libgomp would be a second thread pool that ignores torch.set_num_threads."""
-    code = ("import torch, pydiffusion.ops as o; assert o.backend() == 'cpp'; torch.ops.pydiffusion.q_sample; "
+    code = ("import torch, pydiffusion.diffusion.ops as o; assert o.backend() == 'cpp'; torch.ops.pydiffusion.q_sample; "
             "print(sorted({l.split()[-1] for l in open('/proc/self/maps') if 'libgomp' in l}))")
     r = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, cwd=ROOT)
     assert r.returncode == 0, r.stderr
@@ -375,7 +375,7 @@ PUBLIC_ERRORS = {
        T=st.integers(2, 50), op=st.sampled_from(["q_sample", "posterior_step"]),
        backend=st.sampled_from(["cpp", "torch"]))
 def test_public_api_checks_the_same_on_both_backends(kind, B, L, T, op, backend):
-    """pydiffusion.ops raises the same errors whether the extension or the reference serves the call
+    """pydiffusion.diffusion.ops raises the same errors whether the extension or the reference serves the call
     (the reference would otherwise broadcast shapes or wrap negative timesteps silently)."""
     if op == "q_sample" and kind in {"s_ge_t", "eta", "clip", "prediction"}:
         kind = "t_negative"
@@ -432,8 +432,9 @@ def _python(code, **env):
 
 FALLBACK_CHECK = """
 import torch
-from pydiffusion import ops, reference
-from pydiffusion.paths import NoisePath
+from pydiffusion.diffusion import ops
+from pydiffusion.diffusion import reference
+from pydiffusion.diffusion.paths import NoisePath
 p = NoisePath("gaussian", 20)
 x = torch.randn(4, 40); t = torch.tensor([1, 5, 9, 20])
 assert torch.equal(ops.q_sample(x, x, t, p), reference.q_sample(x, x, t, p.a, p.s))
@@ -445,7 +446,7 @@ print("backend", ops.backend("cpu"), ops.backend("cuda"))
 
 
 def test_missing_extension_falls_back_with_one_warning():
-    r = _python("import sys; sys.modules['pydiffusion._C'] = None\n" + FALLBACK_CHECK, PYDIFFUSION_BACKEND="")
+    r = _python("import sys; sys.modules['pydiffusion.diffusion._C'] = None\n" + FALLBACK_CHECK, PYDIFFUSION_BACKEND="")
     assert "backend torch torch" in r.stdout
     ours = [line for line in r.stderr.splitlines() if "fused kernels unavailable" in line]
     assert len(ours) == 1 and "RuntimeWarning" in ours[0] and "PyTorch reference" in ours[0], r.stderr

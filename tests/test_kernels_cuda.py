@@ -4,8 +4,8 @@ float64 equivalence, opcheck and autograd tests of test_kernels.py also run on t
 import pytest
 import torch
 
-from pydiffusion import ops, reference
-from pydiffusion.paths import NoisePath
+from pydiffusion.diffusion import ops, reference
+from pydiffusion.diffusion.paths import NoisePath
 
 pytestmark = [pytest.mark.cuda,
               pytest.mark.skipif(not torch.cuda.is_available(), reason="no CUDA GPU on this machine")]

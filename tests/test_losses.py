@@ -5,8 +5,8 @@ import pytest
 import torch
 from torch.distributions import Normal, kl_divergence
 
-from pydiffusion import losses
-from pydiffusion.paths import NoisePath
+from pydiffusion.diffusion import losses
+from pydiffusion.diffusion.paths import NoisePath
 
 
 def test_mse_by_hand():

@@ -5,9 +5,9 @@ import pytest
 import torch
 from diffusers import DDIMScheduler, DDPMScheduler
 
-from pydiffusion import ops
-from pydiffusion.data import prime_inverse
-from pydiffusion.paths import NoisePath, beta_schedule
+from pydiffusion.data.patterns import prime_inverse
+from pydiffusion.diffusion import ops
+from pydiffusion.diffusion.paths import NoisePath, beta_schedule
 
 PATHS = [("gaussian", "linear"), ("gaussian", "quadratic"), ("gaussian", "cosine"), ("convex", "linear")]
 

@@ -5,10 +5,10 @@ import pytest
 import torch
 
 from pydiffusion.config import TRAINING_PASSES, validate
-from pydiffusion.denoiser import Denoiser
-from pydiffusion.paths import NoisePath
+from pydiffusion.diffusion.denoiser import Denoiser
+from pydiffusion.diffusion.paths import NoisePath
 from pydiffusion.progress import RATE_WINDOW_S, GridProgress, format_duration
-from pydiffusion.trainers import build_trainer
+from pydiffusion.training.trainers import build_trainer
 
 
 def write_history(run, epochs):

@@ -7,20 +7,13 @@ import pytest
 import torch
 
 from pydiffusion.config import validate
-from pydiffusion.data import load_mnist1d
-from pydiffusion.denoiser import Denoiser
-from pydiffusion.models import build_model
-from pydiffusion.paths import NoisePath
-from pydiffusion.quality import (
-    accuracy,
-    class_entropy,
-    frechet_distance,
-    load_classifier,
-    nearest_distance,
-    save_classifier,
-    train_classifier,
-)
-from pydiffusion.sampling import draw_class_samples, sample_ddim, sample_ddpm, sample_dpmpp_2m
+from pydiffusion.data.mnist1d import load_mnist1d
+from pydiffusion.diffusion.denoiser import Denoiser
+from pydiffusion.diffusion.paths import NoisePath
+from pydiffusion.diffusion.samplers import draw_class_samples, sample_ddim, sample_ddpm, sample_dpmpp_2m
+from pydiffusion.evaluation.quality import class_entropy, frechet_distance, nearest_distance
+from pydiffusion.nets.backbones import build_model
+from pydiffusion.nets.classifiers import accuracy, load_classifier, save_classifier, train_classifier
 
 
 def _whitened(n, d, seed=0):
@@ -61,7 +54,7 @@ def test_classifier_accuracy_is_what_was_recorded(tmp_path):
 @pytest.mark.slow
 def test_reference_classifier_reaches_97_percent(tmp_path):
     out = tmp_path / "classifier.pt"
-    r = subprocess.run([sys.executable, "-m", "pydiffusion.cli", "classifier", "--out", str(out), "--threads", "1"],
+    r = subprocess.run([sys.executable, "-m", "pydiffusion.cli.main", "classifier", "--out", str(out), "--threads", "1"],
                        capture_output=True, text=True, timeout=600)
     assert r.returncode == 0, r.stderr
     model, recorded = load_classifier(out)
@@ -121,7 +114,7 @@ def test_frechet_distance_singular_covariance_and_fallback():
     # equal covariances shifted by delta give exactly ||delta||^2; sqrtm and the symmetric form agree
     import numpy as np
 
-    from pydiffusion.quality import _trace_sqrt_product_symmetric
+    from pydiffusion.evaluation.quality import _trace_sqrt_product_symmetric
 
     g = torch.Generator().manual_seed(0)
     a = torch.randn(300, 128, generator=g, dtype=torch.float64) @ torch.randn(128, 128, generator=g, dtype=torch.float64)
@@ -137,7 +130,7 @@ def test_frechet_distance_singular_covariance_and_fallback():
 
 
 def test_classifier_features_and_saved_architecture(tmp_path):
-    from pydiffusion.classifier import Classifier, features
+    from pydiffusion.nets.classifiers import Classifier, features
 
     model = Classifier(width=8, features=16).eval()
     x = torch.randn(7, 40)
@@ -150,8 +143,8 @@ def test_classifier_features_and_saved_architecture(tmp_path):
 
 
 def test_evaluate_quality_keys_and_sampler_settings(tiny_model):
-    from pydiffusion.classifier import Classifier
-    from pydiffusion.quality import compare_samplers, evaluate_quality
+    from pydiffusion.evaluation.quality import compare_samplers, evaluate_quality
+    from pydiffusion.nets.classifiers import Classifier
 
     denoiser, cfg = tiny_model
     torch.manual_seed(0)

@@ -16,12 +16,12 @@ import torch
 import yaml
 from timings import without_timings
 
-from pydiffusion import cli
-from pydiffusion.classifier import Classifier, save_classifier
+from pydiffusion.cli import main as cli
 from pydiffusion.config import validate
 from pydiffusion.files import RunLock, UnreadableFileError
-from pydiffusion.report import load_runs
-from pydiffusion.training import train
+from pydiffusion.nets.classifiers import Classifier, save_classifier
+from pydiffusion.reporting.grid_stats import load_runs
+from pydiffusion.training.loop import train
 
 QUIET = lambda *a: None  # noqa: E731
 
@@ -37,7 +37,7 @@ class CodePayload:
 
 
 def run_cli(*args, env=None):
-    return subprocess.run([sys.executable, "-m", "pydiffusion.cli", *map(str, args)], capture_output=True, text=True,
+    return subprocess.run([sys.executable, "-m", "pydiffusion.cli.main", *map(str, args)], capture_output=True, text=True,
                           env={**os.environ, **(env or {})}, timeout=600)
 
 
@@ -102,7 +102,7 @@ def test_model_classifier_and_data_cache_holding_code_are_refused(tmp_path, trai
     # a data cache is only a cache: refused, generated again, and training goes on
     cache = tmp_path / "cache"
     cache.mkdir()
-    from pydiffusion.data import load_mnist1d
+    from pydiffusion.data.mnist1d import load_mnist1d
 
     good = load_mnist1d(os.environ["PYDIFFUSION_CACHE"])
     name = next(p.name for p in Path(os.environ["PYDIFFUSION_CACHE"]).glob("mnist1d-*.pt"))

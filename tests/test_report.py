@@ -11,17 +11,18 @@ import yaml
 from conftest import TINY
 from workflow_helpers import ROOT
 
-from pydiffusion import grid_stats
 from pydiffusion.config import validate
-from pydiffusion.data import NUM_CLASSES
-from pydiffusion.figures import per_class_grid
+from pydiffusion.data.labels import NUM_CLASSES
+from pydiffusion.diffusion.paths import NoisePath
+from pydiffusion.evaluation.quality import GUIDANCE_SCALES
 from pydiffusion.files import save_json, save_torch
-from pydiffusion.grid_stats import BETTER, HIGHER_IS_BETTER, METRICS, PAIRED_METRICS, VERDICT_METRICS, WORSE
-from pydiffusion.guidance import NoisyClassifier, save_noisy_classifier
-from pydiffusion.models import build_model
-from pydiffusion.paths import NoisePath
-from pydiffusion.quality import GUIDANCE_SCALES, Classifier, save_classifier
-from pydiffusion.report import aggregate
+from pydiffusion.nets.backbones import build_model
+from pydiffusion.nets.classifiers import Classifier, save_classifier
+from pydiffusion.nets.noisy_classifier import NoisyClassifier, save_noisy_classifier
+from pydiffusion.reporting import grid_stats
+from pydiffusion.reporting.aggregate import aggregate
+from pydiffusion.reporting.figures import per_class_grid
+from pydiffusion.reporting.grid_stats import BETTER, HIGHER_IS_BETTER, METRICS, PAIRED_METRICS, VERDICT_METRICS, WORSE
 
 SELECTIONS = {"PAIRED_METRICS": PAIRED_METRICS, "VERDICT_METRICS": tuple(k for k, _ in VERDICT_METRICS),
               "BAR_METRICS": grid_stats.BAR_METRICS, "DIFFERENCE_METRICS": grid_stats.DIFFERENCE_METRICS}

@@ -4,12 +4,13 @@ import inspect
 import pytest
 import torch
 
-from pydiffusion import ops
 from pydiffusion.config import CHOICES, validate
-from pydiffusion.denoiser import Denoiser
-from pydiffusion.models import NULL_LABEL, build_model
-from pydiffusion.paths import NoisePath
-from pydiffusion.sampling import SAMPLERS, draw_class_samples, run_sampler, sample_ddim, sample_ddpm, timesteps_for
+from pydiffusion.data.labels import NULL_LABEL
+from pydiffusion.diffusion import ops
+from pydiffusion.diffusion.denoiser import Denoiser
+from pydiffusion.diffusion.paths import NoisePath
+from pydiffusion.diffusion.samplers import SAMPLERS, draw_class_samples, run_sampler, sample_ddim, sample_ddpm, timesteps_for
+from pydiffusion.nets.backbones import build_model
 
 
 @pytest.fixture

@@ -9,7 +9,7 @@ from pydiffusion.snakemake_script import run_logged
 
 def test_progress_lines_go_to_the_log(tmp_path, capsys):
     log = tmp_path / "step.log"
-    run_logged(log, "aggregate", lambda: logging.getLogger("pydiffusion.report").info("12/24 runs read"))
+    run_logged(log, "aggregate", lambda: logging.getLogger("pydiffusion.reporting.report").info("12/24 runs read"))
     assert log.read_text() == "12/24 runs read\n"
     assert capsys.readouterr().err == ""
 

@@ -16,9 +16,9 @@ from wandb.proto import wandb_internal_pb2
 
 from pydiffusion.checkpoints import RESUMABLE_CHANGES
 from pydiffusion.config import ConfigError, validate
-from pydiffusion.figures import samples_grid
-from pydiffusion.quality import Classifier, save_classifier
-from pydiffusion.tracking import Tracker, log_quality, resolve_mode
+from pydiffusion.nets.classifiers import Classifier, save_classifier
+from pydiffusion.reporting.figures import samples_grid
+from pydiffusion.training.tracking import Tracker, log_quality, resolve_mode
 
 FAKE_KEY = "0123456789abcdef" * 2 + "01234567"  # 40 hex digits, the shape of a W&B API key
 
@@ -148,7 +148,7 @@ def test_quality_and_samples_reach_the_training_run_and_the_key_is_written_nowhe
     for args in (("train", "--config", cfg_file, "--out", run),
                  ("quality", "--run", run, "--classifier", classifier, "--n", "10", "--out", tmp_path / "q.json"),
                  ("sample", "--run", run, "--n", "20", "--out", tmp_path / "s.pt")):
-        r = subprocess.run([sys.executable, "-m", "pydiffusion.cli", *map(str, args)], capture_output=True, text=True,
+        r = subprocess.run([sys.executable, "-m", "pydiffusion.cli.main", *map(str, args)], capture_output=True, text=True,
                            env=env)
         assert r.returncode == 0, r.stderr
 

@@ -5,15 +5,16 @@ import pytest
 import torch
 from timings import without_timings
 
-from pydiffusion import losses, ops
 from pydiffusion.checkpoints import load_run
 from pydiffusion.config import validate
-from pydiffusion.data import load_mnist1d, prime_inverse
-from pydiffusion.denoiser import Denoiser
-from pydiffusion.models import build_model, count_parameters
-from pydiffusion.paths import NoisePath
-from pydiffusion.trainers import SemiImplicitTrainer, build_trainer
-from pydiffusion.training import TrainingError, lr_at, train
+from pydiffusion.data.mnist1d import load_mnist1d
+from pydiffusion.data.patterns import prime_inverse
+from pydiffusion.diffusion import losses, ops
+from pydiffusion.diffusion.denoiser import Denoiser
+from pydiffusion.diffusion.paths import NoisePath
+from pydiffusion.nets.backbones import build_model, count_parameters
+from pydiffusion.training.loop import TrainingError, lr_at, train
+from pydiffusion.training.trainers import SemiImplicitTrainer, build_trainer
 
 
 def _quiet(_):

@@ -3,7 +3,7 @@
 # rules.
 import re
 
-from pydiffusion.ablations import read_study
+from pydiffusion.ablations.plan import read_study
 
 try:
     STUDY = read_study(config["ablations"], config["train"])

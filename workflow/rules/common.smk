@@ -16,7 +16,7 @@ from pydiffusion.config import (
     ConfigError,
     validate as validate_train,
 )
-from pydiffusion.datasets import MissingDataError, check_files
+from pydiffusion.data.datasets import MissingDataError, check_files
 from pydiffusion.progress import GridProgress
 
 # ---- the config, checked once before any job: a bad value is one line naming where it came from ----

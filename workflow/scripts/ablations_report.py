@@ -1,5 +1,5 @@
-"""Snakemake script: the ablation study's report (pydiffusion.ablation_report.aggregate) into the results folder."""
-from pydiffusion.ablation_report import aggregate
+"""Snakemake script: the ablation study's report (pydiffusion.ablations.report_job.aggregate) into the results folder."""
+from pydiffusion.ablations.report_job import aggregate
 from pydiffusion.snakemake_script import run_logged
 
 sm = snakemake  # noqa: F821 (snakemake injects it)

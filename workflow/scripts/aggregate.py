@@ -1,7 +1,7 @@
 """Snakemake script: aggregate every run of the grid into summary.json/csv, report.md and figures."""
 from pathlib import Path
 
-from pydiffusion.report import aggregate
+from pydiffusion.reporting.aggregate import aggregate
 from pydiffusion.snakemake_script import run_logged
 
 sm = snakemake  # noqa: F821 (snakemake injects it)

@@ -1,0 +1,65 @@
+"""The ablation study's figures: per-timestep test MSE of every comparison relative to its reference, and the
+effect sizes (Hedges' g) with their intervals. Each is a matplotlib Figure on its own Agg canvas, as in
+pydiffusion.reporting.figures."""
+import math
+
+from pydiffusion.ablations.stats import BETTER, WORSE
+from pydiffusion.reporting.figures import new_figure
+
+READING_COLORS = {BETTER: "tab:green", WORSE: "tab:red"}  # no clear difference: gray
+
+
+def curves_figure(summary, families: dict, cells):
+    """One row per family; per cell two panels: every configuration of the family's mean x0 test MSE at
+    t = 1..T (log scale), and each configuration's over its reference's (1 = the same; above 1 = worse
+    denoising at that t)."""
+    curve = {(row["config"], row["cell"]): row["curve"] for row in summary}
+    fig, axes = new_figure((4.2 * 2 * len(cells), 2.6 * len(families)), len(families), 2 * len(cells), squeeze=False,
+                           sharex=True)
+    for i, (family, pairs) in enumerate(families.items()):
+        # one colour per configuration in every panel of the family (the reference has no curve of its own on the
+        # right)
+        color = {name: f"C{k}" for k, name in enumerate(dict.fromkeys(n for pair in pairs for n in pair))}
+        for j, cell in enumerate(cells):
+            absolute, relative = axes[i][2 * j], axes[i][2 * j + 1]
+            for name in color:
+                if (name, cell) in curve:
+                    absolute.plot(range(1, len(curve[(name, cell)]) + 1), curve[(name, cell)], marker=".", lw=1,
+                                  label=name, color=color[name])
+            absolute.set_yscale("log")
+            for name, reference in pairs:
+                if (name, cell) in curve and (reference, cell) in curve:
+                    ratio = [a / b for a, b in zip(curve[(name, cell)], curve[(reference, cell)])]
+                    relative.plot(range(1, len(ratio) + 1), ratio, marker=".", lw=1, label=f"{name} / {reference}",
+                                  color=color[name])
+            relative.axhline(1, color="gray", lw=0.8)
+            absolute.set_title(f"{family}, {cell}: test MSE(t)", fontsize=8)
+            relative.set_title(f"{family}, {cell}: over the reference", fontsize=8)
+            for ax in (absolute, relative):
+                ax.tick_params(labelsize=7)
+                ax.legend(fontsize=5)
+                if i == len(families) - 1:
+                    ax.set_xlabel("t", fontsize=7)
+    return fig
+
+
+def effects_figure(comparisons, judged):
+    """Hedges' g (configuration minus reference) with its 95% interval, one panel per judged measure, one row
+    per comparison and cell; green where semi-implicit is better, red where worse (Holm-Bonferroni, 0.05)."""
+    labels = [f"{c['family']}: {c['config']} vs {c['reference']} ({c['cell']})" for c in comparisons]
+    fig, axes = new_figure((2.6 * len(judged) + 3, 0.22 * len(comparisons) + 1.2), 1, len(judged), squeeze=False,
+                        sharey=True)
+    for ax, (key, words, lower) in zip(axes[0], judged):
+        for y, c in enumerate(comparisons):
+            e = c["metrics"].get(key)
+            if e is None or math.isnan(e["g"]):
+                continue
+            color = READING_COLORS.get(e["reading"], "gray")
+            ax.errorbar([e["g"]], [y], xerr=[[e["g"] - e["g_low"]], [e["g_high"] - e["g"]]], fmt="o", ms=3,
+                        color=color, capsize=2, lw=1)
+        ax.axvline(0, color="gray", lw=0.8)
+        ax.set_title(f"{words}\n({'lower' if lower else 'higher'} is better)", fontsize=7)
+        ax.tick_params(labelsize=6)
+    axes[0][0].set_yticks(range(len(labels)), labels, fontsize=5)
+    axes[0][0].invert_yaxis()
+    return fig

@@ -1,0 +1,121 @@
+"""`pydiffusion sample`: class-conditional samples of a trained run into a .pt file (x, y and the settings),
+a .npy file (x) or a .png grid (one row per class), and optionally one sample's reverse trajectory as a GIF.
+
+The sampler settings default to the run's own config keys sampler, sample_steps, eta, guidance and n_samples.
+Every bad value is a ConfigError (one line, exit status 2) before any sampling.
+"""
+import math
+import tempfile
+import time
+from pathlib import Path
+
+from pydiffusion.checkpoints import load_run
+from pydiffusion.cli.options import check_option, check_out_file
+from pydiffusion.config import CHOICES, ConfigError
+from pydiffusion.data.labels import NUM_CLASSES
+from pydiffusion.diffusion.samplers import draw_class_samples, run_sampler, timesteps_for
+from pydiffusion.files import save_npy, save_torch
+from pydiffusion.nets.noisy_classifier import load_noisy_classifier
+from pydiffusion.reporting.figures import samples_grid, trajectory_gif
+from pydiffusion.training.tracking import resume_tracker
+
+HELP = "draw class-conditional samples from a trained run"
+OUT_SUFFIXES = (".pt", ".npy", ".png")
+GRID_COLUMNS = 16  # samples per class in a .png grid: more panels would be too small to read
+
+
+def add_arguments(parser):
+    parser.add_argument("--run", required=True, help="a run directory (from `pydiffusion train`)")
+    parser.add_argument("--sampler", choices=CHOICES["sampler"], help="reverse process (default: the run's sampler)")
+    parser.add_argument("--steps", type=int, help="reverse steps; ddpm takes all T (default: the run's sample_steps)")
+    parser.add_argument("--eta", type=float, help="ddim noise: 0 deterministic, 1 DDPM-like; ddpm is 1, dpmpp_2m 0 "
+                                                  "(default: the run's eta)")
+    parser.add_argument("--guidance", type=float,
+                        help="classifier-free guidance scale; 0 = unconditional (default: the run's guidance)")
+    parser.add_argument("--classifier-scale", type=float, default=0.0, metavar="C",
+                        help="classifier guidance scale (needs --noisy-classifier); 0 = none")
+    parser.add_argument("--noisy-classifier", metavar="FILE", help="the noise-aware classifier of the run's path, "
+                                                                   "from `pydiffusion noisy-classifier`")
+    parser.add_argument("--class", dest="label", type=int, metavar="K", help="draw only this class, 0..9 (default: 0..9 in turn)")
+    parser.add_argument("--n", type=int, help="number of samples (default: the run's n_samples)")
+    parser.add_argument("--seed", type=int, default=0, help="seed of x_T and of the sampler's noise")
+    parser.add_argument("--out", required=True, help=f"a .pt file (x [N, 40] or images [N, C, H, W], y [N] and the settings), a .npy file "
+                                                     f"(x) or a .png grid (one row per class, at most {GRID_COLUMNS} "
+                                                     f"samples each)")
+    parser.add_argument("--trajectory", help="also write the first sample's reverse trajectory, x_T to x_0, as this "
+                                             "animated .gif")
+
+
+def sample_settings(cfg, path, sampler=None, steps=None, eta=None, guidance=None) -> dict:
+    """{sampler, steps, eta, guidance}: each as given, or else the run's config key; steps and eta as the
+    sampler really uses them (DDPM: all T steps, eta 1; DPM-Solver++(2M): eta 0)."""
+    if steps is not None and not 1 <= steps <= path.T:
+        raise ConfigError(f"--steps is {steps}; it must be in [1, T={path.T}]")
+    sampler, steps, eta = run_sampler(cfg, path.T, sampler, steps, eta)
+    return {"sampler": sampler, "steps": steps, "eta": eta, "guidance": cfg["guidance"] if guidance is None else guidance}
+
+
+def write_samples(x, y, settings: dict, out):
+    """Samples x [N, L] with labels y into `out` by its suffix: .pt (x, y and the settings), .npy (x) or .png."""
+    if out.suffix == ".pt":
+        save_torch({"x": x, "y": y, **settings}, out)
+    elif out.suffix == ".npy":
+        save_npy(x.numpy(), out)
+    else:
+        samples_grid(x, y, out, GRID_COLUMNS)
+
+
+def track_samples(tracker, x, y, trajectory, settings: dict, T: int):
+    """A figure of the samples x with labels y and a GIF of the first one's reverse trajectory (x_T, ..., x_0 as
+    the sampler drew them) into the run's W&B run; nothing where the run is not tracked."""
+    if tracker is None or not tracker.active:
+        return
+    with tempfile.TemporaryDirectory() as tmp:
+        png, gif = Path(tmp) / "samples.png", Path(tmp) / "trajectory.gif"
+        samples_grid(x, y, png, per_class=8)
+        trajectory_gif([x_t[0] for x_t in trajectory], timesteps_for(T, settings["steps"]), gif)
+        tracker.log_media({"samples": (png, "samples, one row per class"),
+                           "trajectory": (gif, f"the first sample, {settings['sampler']} {settings['steps']} steps, "
+                                               f"x_T to x_0")})
+
+
+def run(args):
+    out = check_out_file(args.out, OUT_SUFFIXES)
+    gif = None if args.trajectory is None else check_out_file(args.trajectory, (".gif",), "--trajectory")
+    for flag, key, value in (("--n", "n_samples", args.n), ("--steps", "sample_steps", args.steps), ("--eta", "eta", args.eta),
+                             ("--guidance", "guidance", args.guidance), ("--seed", "seed", args.seed)):
+        if value is not None:
+            check_option(flag, key, value)
+    if not (args.classifier_scale >= 0 and math.isfinite(args.classifier_scale)):
+        raise ConfigError(f"--classifier-scale is {args.classifier_scale}; it must be a finite number >= 0")
+    if args.classifier_scale > 0 and args.noisy_classifier is None:
+        raise ConfigError("--classifier-scale needs --noisy-classifier FILE (train one with `pydiffusion noisy-classifier`)")
+    if args.label is not None and not 0 <= args.label < NUM_CLASSES:
+        raise ConfigError(f"--class is {args.label}; it must be a class in 0..{NUM_CLASSES - 1}")
+    denoiser, cfg = load_run(args.run)
+    path = denoiser.path
+    settings = sample_settings(cfg, path, args.sampler, args.steps, args.eta, args.guidance)
+    if args.label is not None and settings["guidance"] == 0 and args.classifier_scale == 0:
+        raise ConfigError(f"--class {args.label} needs guidance > 0 or --classifier-scale > 0 (guidance 0 alone draws "
+                          f"unconditional samples)")
+    classifier = None
+    if args.noisy_classifier is not None:
+        classifier = load_noisy_classifier(args.noisy_classifier, path, cfg["dataset"])
+    settings["classifier_scale"] = args.classifier_scale
+    n = cfg["n_samples"] if args.n is None else args.n
+    t0 = time.perf_counter()
+    # the trajectory is (steps + 1) copies of x, small beside the model
+    x, y, xs = draw_class_samples(denoiser, n, **settings, seed=args.seed, label=args.label, trajectory=True,
+                                  classifier=classifier)
+    dt = time.perf_counter() - t0
+    write_samples(x, y, {**settings, "seed": args.seed}, out)
+    if gif is not None:
+        trajectory_gif([x_t[0] for x_t in xs], timesteps_for(path.T, settings["steps"]), gif)
+    tracker = resume_tracker(cfg, args.run)
+    if tracker is not None:
+        try:
+            track_samples(tracker, x, y, xs, settings, path.T)
+        finally:
+            tracker.finish()
+    print(f"{n} samples ({settings['sampler']}, {settings['steps']} steps, guidance {settings['guidance']}) in "
+          f"{dt:.2f} s; wrote {out}{'' if gif is None else f' and {gif}'}")

@@ -1,0 +1,182 @@
+"""Statistics of a grid of runs: loading them, per-configuration summaries, paired semi-implicit minus
+implicit differences with t intervals, the best configuration, and the judgement behind the verdict.
+
+Every numeric key of each run's metrics.json and quality.json is aggregated, so metrics added later
+appear in the summary without changes here. METRICS below is the one place that names the metrics the
+report reads and says which direction is better; the selections after it only pick from it.
+"""
+import math
+import statistics
+from pathlib import Path
+
+import yaml
+from scipy.stats import t as student_t
+
+from pydiffusion.files import UnreadableFileError, load_json
+
+AXES = ("loss", "noise", "training")
+
+# name -> (what it measures, lower is better: True, False, or None where neither direction is better);
+# in the order of the report's columns
+METRICS = {
+    "test_mse_forward": ("denoising error (forward test MSE)", True),
+    "test_mse_inverse": ("inverse-map error (inverse test MSE)", True),
+    "test_mse": ("mean of the forward and inverse test MSE", True),
+    "test_mae": ("forward test MAE", True),
+    "test_kl": ("the variational bound on the test set, nats per dimension", True),
+    "psnr_t5": ("denoising PSNR at t = 5", False),
+    "psnr_t10": ("denoising PSNR at t = 10", False),
+    "psnr_t15": ("denoising PSNR at t = 15", False),
+    # images only
+    "ssim_t5": ("denoising SSIM at t = 5", False),
+    "ssim_t10": ("denoising SSIM at t = 10", False),
+    "ssim_t15": ("denoising SSIM at t = 15", False),
+    "fd_1d": ("sample quality (FD-1D)", True),
+    "fd_ratio": ("FD-1D over its floor (a train subset against the test set)", True),
+    "sample_acc_guided": ("class fidelity of guided samples", False),
+    "coverage_entropy": ("evenness of the classes of unconditional samples", False),
+    # small is copying the training set, large is poor samples
+    "nn_dist": ("distance of each sample to its nearest training signal", None),
+    # the training modes minimise different sums, so their losses do not compare
+    "final_loss": ("training loss of the last epoch", None),
+    "epochs_to_5pct": ("epochs until the loss stays within 5% of its final value", True),
+    "loss_mean_abs_change": ("mean change of the training loss from one epoch to the next", None),
+    "loss_increases": ("epochs in which the training loss went up", True),
+    "train_time_s": ("training time in seconds", True),
+    "train_cpu_s": ("training CPU time in seconds, all threads (other work on the machine does not inflate it)", True),
+}
+HIGHER_IS_BETTER = tuple(key for key, (_, lower) in METRICS.items() if lower is False)
+# compared seed by seed (summary.json's paired cells), in the order of the report's paired table
+PAIRED_METRICS = ("test_mse_forward", "test_mse_inverse", "test_mse", "test_kl", "psnr_t5", "psnr_t10", "psnr_t15",
+                  "ssim_t5", "ssim_t10", "ssim_t15", "sample_acc_guided", "coverage_entropy", "fd_1d")
+VERDICT_METRICS = tuple((key, METRICS[key][0]) for key in ("test_mse_forward", "fd_1d", "sample_acc_guided"))
+BAR_METRICS = ("test_mse_forward", "test_mse_inverse", "test_kl", "psnr_t10", "fd_1d", "sample_acc_guided",
+               "train_time_s")  # figures/metrics.png
+DIFFERENCE_METRICS = ("test_mse_forward", "test_mse_inverse", "test_mse", "test_kl")  # figures/paired.png
+# numeric keys of metrics.json that describe the run rather than measure it
+NOT_METRICS = {"seed", "epochs", "n_params"}
+
+BETTER, WORSE = "semi-implicit better", "semi-implicit worse"
+
+
+def _load_config(d: Path, fix: str) -> dict:
+    try:
+        cfg = yaml.safe_load((d / "config.yaml").read_bytes())
+    except (OSError, yaml.YAMLError, UnicodeDecodeError) as e:
+        raise UnreadableFileError(f"run file {d / 'config.yaml'} is unreadable ({type(e).__name__}); {fix}") from None
+    if not isinstance(cfg, dict) or not {*AXES, "seed"} <= set(cfg):
+        raise UnreadableFileError(f"run file {d / 'config.yaml'} is not a run's config; {fix}")
+    return cfg
+
+
+def load_runs(run_dirs):
+    """One record per run: its config axes and seed, numeric metrics, and loss history. A missing or
+    broken file is an UnreadableFileError naming it: a report is never made from part of a grid."""
+    records = []
+    for d in map(Path, run_dirs):
+        fix = f"delete {d} and rerun the workflow to recompute it"
+        cfg = _load_config(d, fix)
+        metrics = {}
+        for name in ("metrics.json", "quality.json"):
+            if (d / name).exists():
+                values = load_json(d / name, "run file", fix)
+                if not isinstance(values, dict):
+                    raise UnreadableFileError(f"run file {d / name} does not hold a mapping of metrics; {fix}")
+                metrics.update(values)
+        history = load_json(d / "history.json", "run file", fix)
+        if not isinstance(history, list) or not all(isinstance(h, dict) and "loss" in h for h in history):
+            raise UnreadableFileError(f"run file {d / 'history.json'} is not a loss history; {fix}")
+        numeric = {k: float(v) for k, v in metrics.items()
+                   if isinstance(v, (int, float)) and not isinstance(v, bool) and k not in NOT_METRICS}
+        records.append({**{k: cfg[k] for k in AXES}, "seed": cfg["seed"], "dataset": cfg.get("dataset", "mnist1d"),
+                        "sampler": cfg.get("sampler", "ddim"), "sample_steps": cfg.get("sample_steps"),
+                        "run": str(d), "metrics": numeric,
+                        "n_params": metrics.get("n_params"), "history": history})
+    return records
+
+
+def config_name(r):
+    return f"{r['loss']}-{r['noise']}-{r['training']}"
+
+
+def t_interval(diffs, level=0.95):
+    """(mean, low, high) of a t confidence interval; low = high = nan with fewer than two values."""
+    n = len(diffs)
+    mean = statistics.fmean(diffs)
+    if n < 2:
+        return mean, math.nan, math.nan
+    half = student_t.ppf(0.5 + level / 2, n - 1) * statistics.stdev(diffs) / math.sqrt(n)
+    return mean, mean - half, mean + half
+
+
+def summarize(records):
+    """Per configuration: the number of seeds and mean / std / min / max of every metric."""
+    groups = {}
+    for r in records:
+        groups.setdefault(config_name(r), []).append(r)
+    summary = []
+    for name, rs in sorted(groups.items()):
+        row = {**{k: rs[0][k] for k in AXES}, "config": name, "n_seeds": len(rs), "n_params": rs[0]["n_params"]}
+        for key in sorted({k for r in rs for k in r["metrics"]}):
+            vals = [r["metrics"][key] for r in rs if key in r["metrics"]]
+            row[key] = {"mean": statistics.fmean(vals), "std": statistics.stdev(vals) if len(vals) > 1 else 0.0,
+                        "min": min(vals), "max": max(vals)}
+        summary.append(row)
+    return summary
+
+
+def paired(records):
+    """Semi-implicit minus implicit, seed by seed, per loss x noise cell, with a 95% t interval."""
+    by_key = {(r["loss"], r["noise"], r["training"], r["seed"]): r for r in records}
+    cells = []
+    for loss, noise in sorted({(r["loss"], r["noise"]) for r in records}):
+        seeds = sorted(s for (lo, n, t, s) in by_key if (lo, n, t) == (loss, noise, "semi_implicit")
+                       and (loss, noise, "implicit", s) in by_key)
+        if not seeds:
+            continue
+        cell = {"loss": loss, "noise": noise, "seeds": seeds}
+        for key in PAIRED_METRICS:
+            diffs = [by_key[(loss, noise, "semi_implicit", s)]["metrics"][key]
+                     - by_key[(loss, noise, "implicit", s)]["metrics"][key]
+                     for s in seeds if key in by_key[(loss, noise, "semi_implicit", s)]["metrics"]
+                     and key in by_key[(loss, noise, "implicit", s)]["metrics"]]
+            if diffs:
+                mean, lo, hi = t_interval(diffs)
+                cell[key] = {"diff": mean, "ci_low": lo, "ci_high": hi, "n": len(diffs)}
+        cells.append(cell)
+    return cells
+
+
+def best_configuration(summary):
+    """The configuration with the lowest mean FD-1D when measured, else the lowest forward test MSE."""
+    key = "fd_1d" if all("fd_1d" in row for row in summary) else "test_mse_forward"
+    return min(summary, key=lambda row: row[key]["mean"])["config"], key
+
+
+def judge(effect, lower_is_better=True):
+    """The reading of one paired difference (semi-implicit minus implicit) from its interval."""
+    lo, hi = effect["ci_low"], effect["ci_high"]
+    if math.isnan(lo):
+        return "one seed only, no interval"
+    if lo <= 0 <= hi:
+        return "no clear difference (the interval contains 0)"
+    better = (hi < 0) if lower_is_better else (lo > 0)
+    return BETTER if better else WORSE
+
+
+def reading(cell, key):
+    """judge() of one metric of a paired cell, in the direction METRICS gives it."""
+    return judge(cell[key], METRICS[key][1])
+
+
+def verdict_tally(cells):
+    """Per verdict metric measured in some cell: (words, cells better, cells worse, cells); None when no
+    cell has two seeds, so that there is no interval to judge by."""
+    if all(c.get("test_mse_forward", {}).get("n", 0) < 2 for c in cells):
+        return None
+    tally = []
+    for key, words in VERDICT_METRICS:
+        judged = [reading(c, key) for c in cells if key in c]
+        if judged:
+            tally.append((words, judged.count(BETTER), judged.count(WORSE), len(judged)))
+    return tally
