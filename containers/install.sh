@@ -79,7 +79,7 @@ if "$VENV/bin/python" -c 'import sys, torch; sys.exit(torch.version.cuda is None
     if [ -z "${CUDA_HOME:-}" ] && [ -x /usr/local/cuda/bin/nvcc ]; then export CUDA_HOME=/usr/local/cuda; fi
     say "CUDA torch: building the kernels for TORCH_CUDA_ARCH_LIST=$TORCH_CUDA_ARCH_LIST"
 fi
-rm -rf "$SRC/build" "$SRC"/*.egg-info "$SRC"/pydiffusion/_C*.so
+rm -rf "$SRC/build" "$SRC"/*.egg-info "$SRC"/pydiffusion/diffusion/_C*.so
 target="$SRC"
 if [ -n "$EXTRAS" ]; then target="$SRC[$EXTRAS]"; fi
 $PIP install -q --no-build-isolation "$target"

@@ -10,9 +10,11 @@ from pathlib import Path
 
 import yaml
 
+MNIST1D = "mnist1d"  # the default data set, and the one a file written without a dataset key was trained on
+
 DEFAULTS = {
     # data
-    "dataset": "mnist1d",        # mnist1d, or an image set: digits, mnist, fashion_mnist, cifar10 (docs/datasets.md)
+    "dataset": MNIST1D,          # mnist1d, or an image set: digits, mnist, fashion_mnist, cifar10 (docs/datasets.md)
     "data_dir": None,            # folder of the image sets' files (default $PYDIFFUSION_DATA or ~/.cache/pydiffusion/data)
     "data_cache": None,          # folder for the generated MNIST-1D (default $PYDIFFUSION_CACHE or ~/.cache/pydiffusion)
     "train_fraction": 1.0,       # train on this class-stratified share of the training set (data.train_subset)
@@ -79,7 +81,7 @@ TRAINING_PASSES = {"implicit": 1, "semi_implicit": 4, "consistency": 2}
 # choices, and the workflow's grid axes (its schema and wildcard constraints, workflow/rules/common.smk)
 # all read it.
 CHOICES = {
-    "dataset": ("mnist1d", "digits", "mnist", "fashion_mnist", "cifar10"),  # the names of datasets.SHAPES (a test checks)
+    "dataset": (MNIST1D, "digits", "mnist", "fashion_mnist", "cifar10"),  # the names of datasets.SHAPES (a test checks)
     "noise": ("gaussian", "convex"),
     "schedule": ("linear", "quadratic", "cosine"),
     "prediction": ("eps", "x0", "v", "mu"),

@@ -207,9 +207,9 @@ def test_sif_objects_header_and_metadata(image):
                  "/.singularity.d/labels.json", "/.singularity.d/Singularity", "/.singularity.d/libs",
                  "/singularity", "/.exec", "/opt/pydiffusion/venv/bin/pydiffusion", "/usr/local/bin/pydiffusion"):
         assert path in files, f"{path} missing from the image"
-    assert not [f for f in files if re.search(r"/pydiffusion/_C[^/]*\.so$", f) and "site-packages" not in f], \
+    assert not [f for f in files if re.search(r"/pydiffusion/diffusion/_C[^/]*\.so$", f) and "site-packages" not in f], \
         "the extension is imported from site-packages only"
-    assert [f for f in files if re.search(r"site-packages/pydiffusion/_C[^/]*\.so$", f)], "pydiffusion.diffusion._C is built"
+    assert [f for f in files if re.search(r"site-packages/pydiffusion/diffusion/_C[^/]*\.so$", f)], "pydiffusion.diffusion._C is built"
     assert "/usr/bin/g++" not in files, "the compiler is removed after the build"
     assert not [f for f in files if f.startswith("/opt/wheels") or f.startswith("/opt/pypi")], \
         "the build host's package folders are not in the image"

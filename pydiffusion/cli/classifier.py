@@ -5,7 +5,7 @@ import time
 import torch
 
 from pydiffusion.cli.options import add_dataset_arguments, check_out_file
-from pydiffusion.config import MAX_SEED, ConfigError
+from pydiffusion.config import MAX_SEED, MNIST1D, ConfigError
 from pydiffusion.data.datasets import check_files, load_dataset
 from pydiffusion.nets.classifiers import CLASSIFIERS, save_classifier, train_classifier
 
@@ -27,7 +27,7 @@ def run(args):
     if args.threads < 0 or args.epochs < 1 or not 0 <= args.seed < MAX_SEED:
         raise ConfigError(f"need --threads >= 0, --epochs >= 1 and --seed in [0, 2**63); got {args.threads}, "
                           f"{args.epochs} and {args.seed}")
-    if args.arch != "cnn" and args.dataset != "mnist1d":
+    if args.arch != "cnn" and args.dataset != MNIST1D:
         raise ConfigError(f"--arch {args.arch} reads MNIST-1D signals only; on {args.dataset} use --arch cnn")
     check_files(args.dataset, args.data_dir)
     if args.threads:

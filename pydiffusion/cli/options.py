@@ -3,12 +3,12 @@ ConfigError, one line naming the option."""
 import math
 from pathlib import Path
 
-from pydiffusion.config import CHECKS, CHOICES, ConfigError
+from pydiffusion.config import CHECKS, CHOICES, MNIST1D, ConfigError
 
 
 def add_dataset_arguments(parser):
     """--dataset, --data-dir and --cache: the data set a command reads and where its files are."""
-    parser.add_argument("--dataset", choices=CHOICES["dataset"], default="mnist1d", help="the data set (docs/datasets.md)")
+    parser.add_argument("--dataset", choices=CHOICES["dataset"], default=MNIST1D, help="the data set (docs/datasets.md)")
     parser.add_argument("--data-dir", help="folder of the image data sets' files (default: $PYDIFFUSION_DATA or "
                                            "~/.cache/pydiffusion/data)")
     parser.add_argument("--cache", help="MNIST-1D cache folder (default: $PYDIFFUSION_CACHE or ~/.cache/pydiffusion)")

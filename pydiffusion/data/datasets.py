@@ -16,12 +16,12 @@ from pathlib import Path
 
 import numpy as np
 
-from pydiffusion.config import ConfigError
+from pydiffusion.config import MNIST1D, ConfigError
 from pydiffusion.data.labels import NUM_CLASSES
 
 # name -> the shape of one sample ([C, H, W] for images); its names are config.CHOICES["dataset"] (a test checks)
 SHAPES = {
-    "mnist1d": (40,),
+    MNIST1D: (40,),
     "digits": (1, 8, 8),
     "mnist": (1, 28, 28),
     "fashion_mnist": (1, 28, 28),
@@ -224,7 +224,7 @@ def load_dataset(name: str, data_dir=None, cache_dir=None):
     from pydiffusion.data.mnist1d import load_mnist1d
 
     folder = check_files(name, data_dir)
-    if name == "mnist1d":
+    if name == MNIST1D:
         return load_mnist1d(cache_dir)
     if name == "digits":
         return _load_digits()

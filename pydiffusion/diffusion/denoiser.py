@@ -14,7 +14,7 @@ import torch.nn.functional as F
 from pydiffusion.config import CHOICES
 from pydiffusion.data.labels import NULL_LABEL
 from pydiffusion.diffusion import ops
-from pydiffusion.diffusion.paths import NoisePath, output_target, x0_from_output
+from pydiffusion.diffusion.paths import NoisePath, output_target, unknown_prediction, x0_from_output
 
 FORWARD, INVERSE = 0, 1  # the network's direction input: denoise, or apply the prime-inverse map P_y
 
@@ -32,7 +32,7 @@ class Denoiser:
 
     def __init__(self, model, path: NoisePath, prediction: str = "eps", clip: float = 5.0):
         if prediction not in CHOICES["prediction"]:
-            raise ValueError(f"unknown prediction {prediction!r}; choose one of {CHOICES['prediction']}")
+            raise unknown_prediction(prediction)
         self.model, self.path, self.prediction, self.clip = model, path, prediction, clip
 
     @classmethod

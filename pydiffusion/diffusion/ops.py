@@ -21,7 +21,7 @@ import warnings
 import torch
 
 from pydiffusion.diffusion import reference
-from pydiffusion.diffusion.paths import NoisePath
+from pydiffusion.diffusion.paths import NoisePath, unknown_prediction
 
 _CPU_DTYPES = (torch.float32, torch.float64)
 _CUDA_DTYPES = (torch.float32, torch.float64, torch.float16, torch.bfloat16)
@@ -136,7 +136,7 @@ def posterior_step(x_t, out, t, s, path: NoisePath, z, eta: float = 0.0, predict
     """
     if prediction not in reference.PREDICTION_CODES:
         hint = " (a mu output steps as its x0_hat: Denoiser.guided(...).step)" if prediction == "mu" else ""
-        raise ValueError(f"unknown prediction {prediction!r}; choose one of {tuple(reference.PREDICTION_CODES)}{hint}")
+        raise unknown_prediction(prediction, reference.PREDICTION_CODES, hint)
     a, sig = _tables(path, x_t)
     t, s = _timesteps(t, x_t), _timesteps(s, x_t, "s")
     if backend(x_t.device, x_t.dtype) != "torch":

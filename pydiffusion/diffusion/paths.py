@@ -26,6 +26,11 @@ def beta_schedule(schedule: str, T: int) -> torch.Tensor:
     return betas.clamp(max=0.999)
 
 
+def unknown_prediction(prediction, choices=CHOICES["prediction"], hint: str = "") -> ValueError:
+    """The one error of a parameterisation name outside `choices` (the kernels know eps, x0 and v only)."""
+    return ValueError(f"unknown prediction {prediction!r}; choose one of {tuple(choices)}{hint}")
+
+
 def x0_from_output(out, x_t, a, s, prediction: str, mean_coef=None):
     """x0_hat (unclamped) from the network output at x_t; a = a_t, s = s_t broadcast against x_t
     (docs/math.md#parameterisations; eps, x0 and v as the kernels' predict_x0 in csrc/diffusion_math.h).
@@ -39,7 +44,7 @@ def x0_from_output(out, x_t, a, s, prediction: str, mean_coef=None):
     if prediction == "mu":
         c_xt, c_x0 = mean_coef
         return (out - c_xt * x_t) / c_x0
-    raise ValueError(f"unknown prediction {prediction!r}; choose one of {CHOICES['prediction']}")
+    raise unknown_prediction(prediction)
 
 
 def output_target(x0, eps, a, s, prediction: str, mean_coef=None):
@@ -53,7 +58,7 @@ def output_target(x0, eps, a, s, prediction: str, mean_coef=None):
     if prediction == "mu":
         c_xt, c_x0 = mean_coef
         return c_xt * (a * x0 + s * eps) + c_x0 * x0
-    raise ValueError(f"unknown prediction {prediction!r}; choose one of {CHOICES['prediction']}")
+    raise unknown_prediction(prediction)
 
 
 class NoisePath:

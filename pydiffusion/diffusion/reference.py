@@ -7,7 +7,7 @@ math runs in the input dtype (float32 for half and bfloat16).
 import torch
 
 from pydiffusion.config import CHOICES
-from pydiffusion.diffusion.paths import x0_from_output
+from pydiffusion.diffusion.paths import unknown_prediction, x0_from_output
 
 # the kernels' enum Prediction (csrc/diffusion_math.h): eps 0, x0 1, v 2 (mu is not a kernel prediction:
 # the denoiser reads it out and passes x0_hat)
@@ -31,7 +31,7 @@ def q_sample(x0, eps, t, a, s):
 def predict_x0(x_t, out, a_t, s_t, prediction: str, clip: float):
     """x0_hat from the network output (paths.x0_from_output), clamped to [-clip, clip] when clip > 0."""
     if prediction not in PREDICTION_CODES:
-        raise ValueError(f"unknown prediction {prediction!r}; choose one of {tuple(PREDICTION_CODES)}")
+        raise unknown_prediction(prediction, PREDICTION_CODES)
     x0 = x0_from_output(out, x_t, a_t, s_t, prediction)
     return x0.clamp(-clip, clip) if clip > 0 else x0
 

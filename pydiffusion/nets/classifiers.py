@@ -17,6 +17,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from pydiffusion.config import MNIST1D
 from pydiffusion.data.labels import NUM_CLASSES
 from pydiffusion.data.mnist1d import SIGNAL_LENGTH
 from pydiffusion.files import UnreadableFileError, load_torch, save_torch
@@ -177,13 +178,13 @@ def train_classifier(x, y, x_test, y_test, seed=0, epochs=20, batch_size=128, lr
     return model, test_accuracy[epochs]
 
 
-def save_classifier(model, test_acc, path, dataset="mnist1d", **extra):
+def save_classifier(model, test_acc, path, dataset=MNIST1D, **extra):
     """Atomic write of the weights, the architecture, the dataset it was trained on and the test accuracy
     measured at training."""
     name = classifier_name(model)
     arch = CLASSIFIERS[name][1](model) | ({} if name == "cnn" else {"name": name})  # the cnn's files stay as they were
     # an MNIST-1D classifier's file stays as it was: a file without a dataset is an MNIST-1D one
-    data = {} if dataset == "mnist1d" else {"dataset": dataset}
+    data = {} if dataset == MNIST1D else {"dataset": dataset}
     save_torch({"state_dict": model.state_dict(), "test_acc": test_acc, "arch": arch, **data, **extra}, path)
 
 
@@ -195,7 +196,7 @@ def load_classifier(path, dataset=None):
     if not isinstance(d, dict) or not {"state_dict", "test_acc", "arch"} <= set(d) or not isinstance(d["arch"], dict) \
             or d["arch"].get("name", "cnn") not in CLASSIFIERS:
         raise UnreadableFileError(f"classifier {path} is not a pydiffusion classifier; {fix}")
-    trained_on = d.get("dataset", "mnist1d")
+    trained_on = d.get("dataset", MNIST1D)
     if dataset is not None and trained_on != dataset:
         raise UnreadableFileError(f"classifier {path} was trained on {trained_on}, the run uses {dataset}; {fix}")
     arch = dict(d["arch"])

@@ -11,6 +11,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from pydiffusion.config import MNIST1D
 from pydiffusion.data.labels import NUM_CLASSES
 from pydiffusion.data.mnist1d import SIGNAL_LENGTH
 from pydiffusion.diffusion import ops
@@ -87,17 +88,17 @@ def _path_record(path: NoisePath) -> dict:
     return {"noise": path.kind, "T": path.T, "schedule": path.schedule}
 
 
-def save_noisy_classifier(model, path: NoisePath, test_acc: dict, file, dataset="mnist1d"):
+def save_noisy_classifier(model, path: NoisePath, test_acc: dict, file, dataset=MNIST1D):
     """Atomic write of the weights, the architecture, the noise path, the dataset and the test accuracy per t."""
     arch = {"T": model.T, "width": model.width, "emb_dim": model.emb_dim}
     extra = {}
-    if dataset != "mnist1d":  # an MNIST-1D classifier's file stays as it was
+    if dataset != MNIST1D:  # an MNIST-1D classifier's file stays as it was
         arch["shape"], extra["dataset"] = list(model.shape), dataset
     save_torch({"state_dict": model.state_dict(), "arch": arch, "path": _path_record(path),
                 "test_acc": {str(t): a for t, a in test_acc.items()}, **extra}, file)
 
 
-def load_noisy_classifier(file, path: NoisePath, dataset="mnist1d"):
+def load_noisy_classifier(file, path: NoisePath, dataset=MNIST1D):
     """The classifier in eval mode, refused (UnreadableFileError, one line) if trained on another path or
     another dataset."""
     fix = (f"train one with `pydiffusion noisy-classifier --dataset {dataset} --noise {path.kind} --T {path.T} "
@@ -108,7 +109,7 @@ def load_noisy_classifier(file, path: NoisePath, dataset="mnist1d"):
     if d["path"] != _path_record(path):
         raise UnreadableFileError(f"noisy classifier {file} was trained on the path {d['path']}, the run uses "
                                   f"{_path_record(path)}; {fix}")
-    if d.get("dataset", "mnist1d") != dataset:
+    if d.get("dataset", MNIST1D) != dataset:
         raise UnreadableFileError(f"noisy classifier {file} was trained on {d.get('dataset', 'mnist1d')}, the run uses "
                                   f"{dataset}; {fix}")
     model = NoisyClassifier(**d["arch"])

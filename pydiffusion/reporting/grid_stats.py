@@ -12,6 +12,7 @@ from pathlib import Path
 import yaml
 from scipy.stats import t as student_t
 
+from pydiffusion.config import MNIST1D
 from pydiffusion.files import UnreadableFileError, load_json
 
 AXES = ("loss", "noise", "training")
@@ -88,7 +89,7 @@ def load_runs(run_dirs):
             raise UnreadableFileError(f"run file {d / 'history.json'} is not a loss history; {fix}")
         numeric = {k: float(v) for k, v in metrics.items()
                    if isinstance(v, (int, float)) and not isinstance(v, bool) and k not in NOT_METRICS}
-        records.append({**{k: cfg[k] for k in AXES}, "seed": cfg["seed"], "dataset": cfg.get("dataset", "mnist1d"),
+        records.append({**{k: cfg[k] for k in AXES}, "seed": cfg["seed"], "dataset": cfg.get("dataset", MNIST1D),
                         "sampler": cfg.get("sampler", "ddim"), "sample_steps": cfg.get("sample_steps"),
                         "run": str(d), "metrics": numeric,
                         "n_params": metrics.get("n_params"), "history": history})

@@ -5,6 +5,7 @@ import csv
 import io
 import logging
 
+from pydiffusion.config import MNIST1D
 from pydiffusion.files import save_text
 from pydiffusion.reporting.grid_stats import (
     AXES,
@@ -99,8 +100,8 @@ def quality_sampler(records) -> str:
 
 def test_set(records) -> str:
     """The data sets of the runs' test sets, in words."""
-    names = {"mnist1d": "1,000 MNIST-1D test signals", "digits": "500 test images of the 8 x 8 digits"}
-    return " and ".join(names.get(d, f"{d} test set") for d in sorted({r.get("dataset", "mnist1d") for r in records}))
+    names = {MNIST1D: "1,000 MNIST-1D test signals", "digits": "500 test images of the 8 x 8 digits"}
+    return " and ".join(names.get(d, f"{d} test set") for d in sorted({r.get("dataset", MNIST1D) for r in records}))
 
 
 def markdown(records, summary, cells, best, best_key, samplers=None, guidance=None):

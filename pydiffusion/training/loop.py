@@ -134,6 +134,65 @@ def train(cfg: dict, out_dir, log=logger.info, wait: bool = False, restart_on_co
         return _train_locked(cfg, out_dir, device, data, log, restart_on_config_change, evaluate)
 
 
+class _TrainingState:
+    """What a checkpoint holds besides the history: the network, its EMA, the optimizer and both generators."""
+
+    def __init__(self, cfg: dict, model, device):
+        self.model = model
+        self.ema = copy.deepcopy(model).requires_grad_(False)
+        self.opt = torch.optim.AdamW(model.parameters(), lr=cfg["lr"], weight_decay=cfg["weight_decay"],
+                                     fused=device.type in ("cpu", "cuda"))
+        self.data_gen = torch.Generator().manual_seed(cfg["seed"])
+        self.noise_gen = torch.Generator(device=device).manual_seed(cfg["seed"] + 1)
+
+    def load(self, ckpt: dict):
+        self.model.load_state_dict(ckpt["model"])
+        self.ema.load_state_dict(ckpt["ema"])
+        self.opt.load_state_dict(ckpt["optimizer"])
+        self.data_gen.set_state(ckpt["data_gen"])
+        self.noise_gen.set_state(ckpt["noise_gen"])
+
+    def checkpoint(self, cfg: dict, history: list, step: int, epoch: int) -> dict:
+        return {"config": cfg, "model": self.model.state_dict(), "ema": self.ema.state_dict(),
+                "optimizer": self.opt.state_dict(), "data_gen": self.data_gen.get_state(),
+                "noise_gen": self.noise_gen.get_state(), "history": history, "step": step, "epoch": epoch}
+
+
+def _train_epoch(cfg, state: _TrainingState, trainer, x, y, epoch: int, step: int, schedule: tuple, last_good) -> tuple:
+    """One epoch over a fresh permutation of (x, y): (its history record, the optimizer step after it).
+    schedule: (steps per epoch, total steps, warm-up steps) of the learning rate."""
+    steps_per_epoch, total_steps, warmup = schedule
+    state.model.train()
+    t0, cpu0 = time.perf_counter(), time.process_time()
+    perm = torch.randperm(x.shape[0], generator=state.data_gen).to(x.device)
+    sums, n_micro = {}, 0
+    for micro in range(steps_per_epoch * cfg["accum_steps"]):
+        idx = perm[micro * cfg["batch_size"]:(micro + 1) * cfg["batch_size"]]
+        with torch.autocast(x.device.type, dtype=torch.bfloat16, enabled=x.device.type == "cuda"):
+            parts = trainer(x[idx], y[idx], state.noise_gen)
+        if not torch.isfinite(parts["loss"]):
+            raise TrainingError(f"non-finite loss {parts['loss'].item()} at epoch {epoch + 1}, step {step + 1}; "
+                                f"the last good checkpoint is {last_good if last_good.exists() else 'none'} "
+                                f"(try a lower lr or grad_clip)")
+        (parts["loss"] / cfg["accum_steps"]).backward()
+        for k, v in parts.items():
+            sums[k] = sums.get(k, 0.0) + v.item()
+        n_micro += 1
+        if n_micro % cfg["accum_steps"] == 0:
+            for g in state.opt.param_groups:
+                g["lr"] = lr_at(step, total_steps, warmup, cfg["lr"])
+            if cfg["grad_clip"] > 0:
+                torch.nn.utils.clip_grad_norm_(state.model.parameters(), cfg["grad_clip"])
+            state.opt.step()
+            state.opt.zero_grad(set_to_none=True)
+            ema_update(state.ema, state.model, cfg["ema_decay"], step)
+            step += 1
+    # cpu_s: this process's CPU seconds, all threads; unlike time_s, other work on the machine does not inflate it
+    rec = {"epoch": epoch + 1, **{k: v / n_micro for k, v in sums.items()}, "lr": state.opt.param_groups[0]["lr"],
+           "time_s": time.perf_counter() - t0, "cpu_s": time.process_time() - cpu0}
+    return rec, step
+
+
 def _train_locked(cfg, out_dir, device, data, log, restart_on_config_change, evaluate) -> dict:
     """Train on training_signals(cfg, x, y); `evaluate` gets the whole data set (the FD floor and the copying
     distance are properties of the data, the same for every run)."""
@@ -143,23 +202,15 @@ def _train_locked(cfg, out_dir, device, data, log, restart_on_config_change, eva
     torch.manual_seed(cfg["seed"])
     model = build_model(cfg, data_shape(cfg["dataset"])).to(device)
     trainer = build_trainer(cfg, Denoiser.from_config(model, path, cfg))
-    ema = copy.deepcopy(model).requires_grad_(False)
-    opt = torch.optim.AdamW(model.parameters(), lr=cfg["lr"], weight_decay=cfg["weight_decay"], fused=device.type in ("cpu", "cuda"))
-    data_gen = torch.Generator().manual_seed(cfg["seed"])
-    noise_gen = torch.Generator(device=device).manual_seed(cfg["seed"] + 1)
+    state = _TrainingState(cfg, model, device)
     steps_per_epoch = x.shape[0] // cfg["batch_size"] // cfg["accum_steps"]
-    total_steps, warmup = cfg["epochs"] * steps_per_epoch, round(cfg["warmup_epochs"] * steps_per_epoch)
+    schedule = (steps_per_epoch, cfg["epochs"] * steps_per_epoch, round(cfg["warmup_epochs"] * steps_per_epoch))
     n_params = count_parameters(model)
 
-    ckpt_file = out_dir / CHECKPOINT
     history, step, start_epoch = [], 0, 0
     ckpt = resume_state(out_dir, cfg, restart_on_config_change, log)
     if ckpt is not None:
-        model.load_state_dict(ckpt["model"])
-        ema.load_state_dict(ckpt["ema"])
-        opt.load_state_dict(ckpt["optimizer"])
-        data_gen.set_state(ckpt["data_gen"])
-        noise_gen.set_state(ckpt["noise_gen"])
+        state.load(ckpt)
         history, step, start_epoch = ckpt["history"], ckpt["step"], ckpt["epoch"]
         save_json(history, out_dir / "history.json")  # it may hold epochs after the checkpoint, or be gone
         log(f"resuming {out_dir} from epoch {start_epoch}")
@@ -175,51 +226,20 @@ def _train_locked(cfg, out_dir, device, data, log, restart_on_config_change, eva
     x_dev, y_dev = x.to(device), y.to(device)
     try:
         for epoch in range(start_epoch, cfg["epochs"]):
-            model.train()
-            t0, cpu0 = time.perf_counter(), time.process_time()
-            perm = torch.randperm(x.shape[0], generator=data_gen).to(device)
-            sums, n_micro = {}, 0
-            for micro in range(steps_per_epoch * cfg["accum_steps"]):
-                idx = perm[micro * cfg["batch_size"]:(micro + 1) * cfg["batch_size"]]
-                with torch.autocast(device.type, dtype=torch.bfloat16, enabled=device.type == "cuda"):
-                    parts = trainer(x_dev[idx], y_dev[idx], noise_gen)
-                if not torch.isfinite(parts["loss"]):
-                    raise TrainingError(f"non-finite loss {parts['loss'].item()} at epoch {epoch + 1}, step {step + 1}; "
-                                        f"the last good checkpoint is {ckpt_file if ckpt_file.exists() else 'none'} "
-                                        f"(try a lower lr or grad_clip)")
-                (parts["loss"] / cfg["accum_steps"]).backward()
-                for k, v in parts.items():
-                    sums[k] = sums.get(k, 0.0) + v.item()
-                n_micro += 1
-                if n_micro % cfg["accum_steps"] == 0:
-                    for g in opt.param_groups:
-                        g["lr"] = lr_at(step, total_steps, warmup, cfg["lr"])
-                    if cfg["grad_clip"] > 0:
-                        torch.nn.utils.clip_grad_norm_(model.parameters(), cfg["grad_clip"])
-                    opt.step()
-                    opt.zero_grad(set_to_none=True)
-                    ema_update(ema, model, cfg["ema_decay"], step)
-                    step += 1
-            # cpu_s: this process's CPU seconds, all threads; unlike time_s, other work on the machine does not
-            # inflate it
-            rec = {"epoch": epoch + 1, **{k: v / n_micro for k, v in sums.items()},
-                   "lr": opt.param_groups[0]["lr"], "time_s": time.perf_counter() - t0,
-                   "cpu_s": time.process_time() - cpu0}
+            rec, step = _train_epoch(cfg, state, trainer, x_dev, y_dev, epoch, step, schedule, out_dir / CHECKPOINT)
             history.append(rec)
             tracker.log(rec, step=epoch + 1)
             progress.update(rec)
             if (epoch + 1) % cfg["checkpoint_every"] == 0 or epoch + 1 == cfg["epochs"]:
-                save_checkpoint({"config": cfg, "model": model.state_dict(), "ema": ema.state_dict(),
-                                 "optimizer": opt.state_dict(), "data_gen": data_gen.get_state(),
-                                 "noise_gen": noise_gen.get_state(), "history": history, "step": step,
-                                 "epoch": epoch + 1}, out_dir)
+                save_checkpoint(state.checkpoint(cfg, history, step, epoch + 1), out_dir)
             save_json(history, out_dir / "history.json")
-        save_torch({"config": cfg, "ema": ema.state_dict(), "history": history, "epoch": cfg["epochs"]}, out_dir / MODEL)
-        result = evaluate_run(Denoiser.from_config(ema, path, cfg), cfg, history, x_test, y_test, n_params)
+        save_torch({"config": cfg, "ema": state.ema.state_dict(), "history": history, "epoch": cfg["epochs"]},
+                   out_dir / MODEL)
+        result = evaluate_run(Denoiser.from_config(state.ema, path, cfg), cfg, history, x_test, y_test, n_params)
         save_json(result, out_dir / "metrics.json")
         tracker.summary(result)
-        if evaluate is not None:
-            evaluate(Denoiser.from_config(ema.cpu().eval(), path, cfg), cfg, data, tracker)  # on the CPU, as checkpoints.load_run gives it
+        if evaluate is not None:  # on the CPU, as checkpoints.load_run gives it
+            evaluate(Denoiser.from_config(state.ema.cpu().eval(), path, cfg), cfg, data, tracker)
     finally:
         progress.close()
         tracker.finish()
