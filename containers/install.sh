@@ -91,7 +91,7 @@ cd /
 "$VENV/bin/python" - <<'EOF'
 import torch
 import pydiffusion
-from pydiffusion import _C, ops  # noqa: F401
+from pydiffusion.diffusion import _C, ops  # noqa: F401
 has_cuda = torch.ops.pydiffusion.q_sample.default.has_kernel_for_dispatch_key("CUDA")
 print(f"install.sh: pydiffusion {pydiffusion.__file__}, torch {torch.__version__}, ops backend {ops.backend('cpu')}"
       f", CUDA kernels {'yes' if has_cuda else 'no'}")
