@@ -1,4 +1,5 @@
 # The two set-up commands of the README: `make run` (the grid, locally) and `make test`.
+# `make test-fast` is the unit tier alone (about a minute, no system packages), for the edit-test loop.
 # Each creates .venv and installs what it needs; reruns only reinstall when the inputs change.
 PYTHON ?= python3
 VENV := .venv
@@ -6,7 +7,7 @@ BIN := $(CURDIR)/$(VENV)/bin
 STAMP := $(VENV)/.installed
 export PATH := $(BIN):$(PATH)
 
-.PHONY: run test system-deps bench clean
+.PHONY: run test test-fast system-deps bench clean
 
 $(STAMP): pyproject.toml setup.py $(shell find csrc -type f 2>/dev/null)
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
@@ -22,6 +23,9 @@ system-deps:
 
 test: $(STAMP) system-deps
 	$(BIN)/python -m pytest
+
+test-fast: $(STAMP)
+	$(BIN)/python -m pytest tests/unit
 
 bench: $(STAMP)
 	$(BIN)/python bench/train.py

@@ -1,7 +1,7 @@
 """A small parser for Apptainer definition files, as Apptainer reads them.
 
 Used by build-sif.sh (which builds an image from containers/cpu.def without Apptainer) and by
-tests/test_container.py (so that a syntax error in either definition file fails CI):
+tests/system/test_container.py (so that a syntax error in either definition file fails CI):
 
     python3 containers/deffile.py check containers/cpu.def containers/gpu.def
     python3 containers/deffile.py render containers/cpu.def OUTDIR --build-arg KEY=VALUE ...

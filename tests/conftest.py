@@ -1,11 +1,22 @@
-"""Shared fixtures: an isolated data cache for the session, a tiny training config."""
+"""Shared fixtures (an isolated data cache for the session, a tiny training config) and the tiers: every test
+sits in tests/unit, tests/integration or tests/system and carries that directory's marker."""
 import os
+from pathlib import Path
 
 import pytest
 import torch
+from helpers.configs import TINY
 
-TINY = {"model": "unet", "channels": 16, "channel_mult": [1, 2, 2], "emb_dim": 32, "epochs": 3, "batch_size": 64,
-        "threads": 1, "n_samples": 10, "wandb_mode": "disabled"}
+TIERS = ("unit", "integration", "system")
+
+
+def pytest_collection_modifyitems(config, items):
+    tests = Path(__file__).parent
+    for item in items:
+        tier = item.path.relative_to(tests).parts[0]
+        if tier not in TIERS:
+            raise pytest.UsageError(f"{item.nodeid}: a test belongs in one of tests/{{{','.join(TIERS)}}}/")
+        item.add_marker(tier)
 
 
 @pytest.fixture(scope="session", autouse=True)

@@ -14,7 +14,7 @@ from pathlib import Path
 import pytest
 import torch
 import yaml
-from timings import without_timings
+from helpers.timings import without_timings
 
 from pydiffusion.cli import main as cli
 from pydiffusion.config import validate
@@ -51,7 +51,7 @@ def one_error_line(stderr: str) -> str:
 @pytest.fixture(scope="module")
 def trained(tmp_path_factory):
     """A finished tiny run (1 epoch), shared read-only by the tests of this module."""
-    from conftest import TINY
+    from helpers.configs import TINY
 
     out = tmp_path_factory.mktemp("trained") / "run"
     train(validate({**TINY, "epochs": 1}), out, log=QUIET)
@@ -115,7 +115,6 @@ def test_model_classifier_and_data_cache_holding_code_are_refused(tmp_path, trai
 
 # ---- damaged files -----------------------------------------------------------------------------
 
-@pytest.mark.slow
 def test_a_damaged_checkpoint_falls_back_to_the_one_before_and_resumes_exactly(tmp_path, tiny_cfg):
     cfg = validate({**tiny_cfg, "epochs": 3, "checkpoint_every": 1})
     straight = train(cfg, tmp_path / "straight", log=QUIET)
@@ -402,7 +401,6 @@ def test_there_are_at_least_60_bad_input_cases():
     assert len(CASES) >= 60
 
 
-@pytest.mark.slow
 def test_a_non_finite_loss_is_one_line_and_keeps_no_broken_state(tmp_path, data_cache):
     poisoned = tmp_path / "poisoned"
     poisoned.mkdir()

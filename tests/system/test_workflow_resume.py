@@ -1,6 +1,6 @@
 """The grid resumes whatever killed it: Snakemake itself (its trainer left running), or a training
 job killed and retried by the local executor. Each resumed run ends with the metrics of an
-uninterrupted one. (A SLURM time limit: tests/test_slurm.py.)"""
+uninterrupted one. (A SLURM time limit: tests/system/test_slurm.py.)"""
 import json
 import os
 import signal
@@ -12,10 +12,9 @@ from pathlib import Path
 import pytest
 import torch
 import yaml
-from timings import without_timings
-from workflow_helpers import ROOT, snakemake
+from helpers.timings import without_timings
+from helpers.workflow import ROOT, snakemake
 
-pytestmark = pytest.mark.slow
 RUN = Path("runs") / "mse-gaussian-implicit" / "seed0"
 
 

@@ -1,7 +1,4 @@
-"""Every bad configuration is a one-line error naming the key, before any work starts; every list of valid
-values is config.CHOICES."""
-import subprocess
-import sys
+"""Every bad configuration is a one-line error naming the key; every list of valid values is config.CHOICES."""
 
 import pytest
 
@@ -71,15 +68,6 @@ def test_config_file_errors(tmp_path):
     assert cfg["epochs"] == 9 and cfg["loss"] == "kl"
 
 
-def test_cli_rejects_bad_config_before_any_work(tmp_path):
-    out = tmp_path / "run"
-    r = subprocess.run([sys.executable, "-m", "pydiffusion.cli.main", "train", "--out", str(out), "--set", "T=1"],
-                       capture_output=True, text=True)
-    assert r.returncode == 2
-    assert r.stderr.strip() == "pydiffusion train: error: config key 'T' is 1; it must be an integer >= 2"
-    assert not out.exists(), "nothing may be written for a bad config"
-
-
 def test_paths_kernels_and_cli_take_the_config_choices():
     import argparse
 
@@ -94,15 +82,3 @@ def test_paths_kernels_and_cli_take_the_config_choices():
     (commands,) = [a for a in build_parser()._actions if isinstance(a, argparse._SubParsersAction)]
     (sampler,) = [a for a in commands.choices["sample"]._actions if a.dest == "sampler"]
     assert tuple(sampler.choices) == CHOICES["sampler"]
-
-
-def test_the_workflow_schema_and_wildcards_take_exactly_the_config_choices(tmp_path):
-    from workflow_helpers import job_counts, snakemake
-
-    every = {axis: list(CHOICES[axis]) for axis in ("loss", "noise", "training")}
-    r = snakemake("-n", "--config", f"grid={every}", "seeds=1", f"results={tmp_path / 'out'}")
-    assert r.returncode == 0, r.stderr
-    assert job_counts(r.stdout)["train"] == len(every["loss"]) * len(every["noise"]) * len(every["training"])
-    r = snakemake("-n", "--config", "grid={loss: [l1], noise: [gaussian], training: [implicit]}",
-                  f"results={tmp_path / 'out'}")
-    assert r.returncode == 2 and f"grid.loss.0: 'l1' is not one of {list(CHOICES['loss'])}" in r.stderr, r.stderr

@@ -131,7 +131,7 @@ def test_train_refuses_a_bad_classifier_before_training(tmp_path, tiny_cfg):
 @pytest.fixture(scope="module")
 def sampled_run(tmp_path_factory):
     """A finished tiny run whose config sets every default of `pydiffusion sample` away from the built-in ones."""
-    from conftest import TINY
+    from helpers.configs import TINY
 
     out = tmp_path_factory.mktemp("sampled") / "run"
     train(validate({**TINY, "epochs": 2, "training": "semi_implicit", "sampler": "dpmpp_2m", "sample_steps": 5,

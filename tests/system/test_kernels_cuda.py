@@ -1,6 +1,6 @@
 """The CUDA kernels on a GPU: half types, the scalar (unaligned) and vectorised paths, large tensors,
 bad timesteps, and agreement with the CPU kernels. Skipped where no GPU is present; the float32 and
-float64 equivalence, opcheck and autograd tests of test_kernels.py also run on the GPU (DEVICES)."""
+float64 equivalence, opcheck and autograd tests of tests/unit/test_kernels.py also run on the GPU (DEVICES)."""
 import pytest
 import torch
 

@@ -1,8 +1,8 @@
 """The denoiser: each parameterisation's read-out inverts its target, eps_hat and the score agree with the
 closed forms of Gaussian data, and the Python formulas equal the kernels' (csrc/diffusion_math.h)."""
-import gaussian_data
 import pytest
 import torch
+from helpers import gaussian_data
 
 from pydiffusion.config import CHOICES
 from pydiffusion.diffusion import ops, reference

@@ -6,7 +6,7 @@ import re
 import pytest
 import torch
 import yaml
-from workflow_helpers import ROOT, job_counts, snakemake
+from helpers.workflow import ROOT, job_counts, snakemake
 
 
 def test_default_grid_plans_24_training_jobs():
@@ -94,7 +94,6 @@ FIGURES = ["loss_curves", "components", "metrics", "paired", "samples", "best_pe
            "forward_reverse", "samplers"]
 
 
-@pytest.mark.slow
 def test_local_profile_runs_the_smoke_grid(tmp_path):
     out = tmp_path / "results"
     r = snakemake("--profile", "profiles/local", "--configfile", "config/smoke.yaml", "--config", f"results={out}",
@@ -142,7 +141,6 @@ def test_local_profile_runs_the_smoke_grid(tmp_path):
     assert html.stat().st_size > 100_000
 
 
-@pytest.mark.slow
 def test_the_smoke_grid_on_images(tmp_path):
     """The same workflow on the 8 x 8 digits: a 2-D UNet, a 2-D reference classifier and noise-aware classifier,
     SSIM beside PSNR, the report's figures drawn as images."""

@@ -3,7 +3,7 @@ import subprocess
 import sys
 from pathlib import Path
 
-from workflow_helpers import ROOT, snakemake
+from helpers.workflow import ROOT, snakemake
 
 BIN = Path(sys.executable).parent
 

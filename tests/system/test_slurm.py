@@ -9,8 +9,8 @@ from pathlib import Path
 import pytest
 import torch
 import yaml
-from timings import without_timings
-from workflow_helpers import ROOT, snakemake
+from helpers.timings import without_timings
+from helpers.workflow import ROOT, snakemake
 
 pytestmark = pytest.mark.slurm
 SCRIPT = ROOT / "scripts" / "slurm-cluster.sh"
@@ -90,7 +90,6 @@ def test_gpu_request_reaches_sbatch(cluster, tmp_path):
     assert r.returncode != 0 and "generic resource" in text
 
 
-@pytest.mark.slow
 def test_a_job_killed_by_its_time_limit_is_retried_with_more_time_and_resumes(cluster, tmp_path):
     """runtime: 1 (minute) for a job of ~2.5 minutes: SLURM kills it, the retry gets 2 minutes (runtime x attempt),
     resumes from the last checkpoint and ends with the metrics of an uninterrupted run."""

@@ -7,7 +7,7 @@ Marked `container` (root, debootstrap, squashfs-tools, siftool, bubblewrap, and 
 present; about 3-6 minutes with the debootstrap base cached, 2-3 more without): the CPU image is built offline from a clean checkout of
 HEAD with containers/build-sif.sh; siftool checks its objects and header; then, inside it as an
 unprivileged user (nobody) with bubblewrap and no network, the image's %test section
-(`pydiffusion doctor` and tests/test_kernels.py) and one short training run whose outputs land on
+(`pydiffusion doctor` and tests/unit/test_kernels.py) and one short training run whose outputs land on
 a bind-mounted folder, and the same run with the host's venv gives the same numbers.
 """
 import json
@@ -24,9 +24,9 @@ from types import SimpleNamespace
 import pytest
 import torch
 import yaml
-from timings import without_timings
+from helpers.timings import without_timings
+from helpers.workflow import ROOT
 
-ROOT = Path(__file__).resolve().parents[1]
 CONTAINERS = ROOT / "containers"
 sys.path.insert(0, str(CONTAINERS))
 import deffile  # noqa: E402
@@ -47,7 +47,7 @@ def test_definition_file_parses(name):
     for section in ("files", "post", "environment", "labels", "runscript", "test", "help"):
         assert d.body(section, substitute=False).strip(), f"%{section} is empty"
     assert "exec /opt/pydiffusion/venv/bin/pydiffusion \"$@\"" in d.body("runscript")
-    assert "pydiffusion doctor" in d.body("test") and "tests/test_kernels.py" in d.body("test")
+    assert "pydiffusion doctor" in d.body("test") and "tests/unit/test_kernels.py" in d.body("test")
     assert "containers/install.sh" in d.body("post")
     assert "{{ GIT_COMMIT }}" in "\n".join(d.sections["labels"])
     sources = [src for src, _ in d.files(substitute=False)]
