@@ -30,6 +30,18 @@ def data_cache(tmp_path_factory):
     return path
 
 
+@pytest.fixture(scope="module")
+def digits():
+    """sklearn's digits as [N, 1, 8, 8] in [-1, 1], split 1297 / 500 by a fixed permutation."""
+    from sklearn.datasets import load_digits
+
+    d = load_digits()
+    x = torch.tensor(d.images, dtype=torch.float32)[:, None] / 8 - 1
+    y = torch.tensor(d.target)
+    perm = torch.randperm(len(x), generator=torch.Generator().manual_seed(0))
+    return x[perm[:1297]], y[perm[:1297]], x[perm[1297:]], y[perm[1297:]]
+
+
 @pytest.fixture
 def tiny_cfg():
     return dict(TINY)

@@ -8,6 +8,7 @@ from pathlib import Path
 
 import pytest
 import torch
+from helpers.kernels import kernel_inputs
 from helpers.workflow import ROOT
 
 from pydiffusion.diffusion import ops
@@ -19,14 +20,6 @@ if ops.backend("cpu") != "cpp":
     pytest.fail("the compiled extension pydiffusion.diffusion._C did not load; build it with `make` "
                 "(pip install --no-build-isolation -e .)", pytrace=False)
 PATHS = [NoisePath("gaussian", 20, "linear"), NoisePath("gaussian", 20, "cosine"), NoisePath("convex", 20)]
-
-
-def _inputs(shape, dtype, device, T=20, seed=0):
-    g = torch.Generator().manual_seed(seed)
-    x, out, z = (torch.randn(shape, generator=g, dtype=torch.float64).to(device, dtype) for _ in range(3))
-    t = torch.randint(1, T + 1, (shape[0],), generator=g)
-    s = (torch.rand(shape[0], generator=g) * t).long().clamp(max=t - 1)  # any s in [0, t-1]
-    return x, out, z, t.to(device), s.to(device)
 
 
 @pytest.mark.skipif(not Path("/proc/self/maps").exists(), reason="needs /proc/self/maps (Linux)")
@@ -66,7 +59,7 @@ def test_torch_compile_fullgraph(backend):
     torch._dynamo.reset()
     compiled = torch.compile(_sample_then_renoise, fullgraph=True, dynamic=True, backend=backend)
     for B in (16, 9):
-        x0, out, z, t, _ = _inputs((B, 40), torch.float32, "cpu", seed=B)
+        x0, out, z, t, _ = kernel_inputs((B, 40), torch.float32, "cpu", seed=B)
         eps = torch.randn(B, 40)
         for g, w in zip(compiled(x0, eps, t, out, z, path), _sample_then_renoise(x0, eps, t, out, z, path)):
             torch.testing.assert_close(g, w)
@@ -74,7 +67,7 @@ def test_torch_compile_fullgraph(backend):
 
 def test_torch_compile_trains_through_q_sample():
     path = PATHS[2]
-    x0, eps, _, t, _ = _inputs((8, 40), torch.float32, "cpu")
+    x0, eps, _, t, _ = kernel_inputs((8, 40), torch.float32, "cpu")
     w = torch.randn(40, 40, requires_grad=True)
 
     def loss(w):

@@ -1,13 +1,12 @@
 """The data sets: each original file format written small into tmp_path and read back exactly, the digits split,
 the one-line errors for missing, corrupt and unsafe files, and the config keys."""
-import gzip
 import os
 import pickle
-import struct
 
 import numpy as np
 import pytest
 import torch
+from helpers.image_files import idx_bytes, write_idx_set
 
 from pydiffusion.config import CHOICES, DEFAULTS, ConfigError, validate
 from pydiffusion.data.datasets import (
@@ -24,24 +23,6 @@ from pydiffusion.data.datasets import (
 )
 from pydiffusion.data.mnist1d import load_mnist1d
 from pydiffusion.files import UnreadableFileError, UnsafeFileError
-
-
-def idx_bytes(array: np.ndarray) -> bytes:
-    """An IDX file of unsigned bytes: 00 00 08 <dims>, the dimensions as big-endian int32, the data."""
-    return bytes((0, 0, 8, array.ndim)) + struct.pack(f">{array.ndim}I", *array.shape) + array.astype(np.uint8).tobytes()
-
-
-def write_idx_set(folder, n_train=6, n_test=4, gz=False, seed=0):
-    """The four IDX files of a tiny MNIST-like set; returns (x [N, 1, 28, 28], y, x_test, y_test) as uint8 arrays."""
-    rng = np.random.default_rng(seed)
-    x, x_test = (rng.integers(0, 256, (n, 28, 28), dtype=np.uint8) for n in (n_train, n_test))
-    x[0, 0, :2] = (0, 255)  # both ends of the scale
-    y, y_test = (rng.integers(0, 10, n, dtype=np.uint8) for n in (n_train, n_test))
-    folder.mkdir(parents=True, exist_ok=True)
-    for name, array in zip(IDX_FILES, (x, y, x_test, y_test)):
-        raw = idx_bytes(array)
-        (folder / (name + ".gz" if gz else name)).write_bytes(gzip.compress(raw) if gz else raw)
-    return x[:, None], y, x_test[:, None], y_test
 
 
 def write_cifar_set(folder, n_per_batch=3, protocol=2, seed=0):

@@ -11,18 +11,6 @@ from pydiffusion.nets.noisy_classifier import (
 )
 
 
-@pytest.fixture(scope="module")
-def digits():
-    """sklearn's digits as [N, 1, 8, 8] in [-1, 1], split 1297 / 500 by a fixed permutation."""
-    from sklearn.datasets import load_digits
-
-    d = load_digits()
-    x = torch.tensor(d.images, dtype=torch.float32)[:, None] / 8 - 1
-    y = torch.tensor(d.target)
-    perm = torch.randperm(len(x), generator=torch.Generator().manual_seed(0))
-    return x[perm[:1297]], y[perm[:1297]], x[perm[1297:]], y[perm[1297:]]
-
-
 def test_an_mnist1d_classifier_is_refused_on_images(tmp_path):
     save_classifier(Classifier(width=8, features=16), 0.5, tmp_path / "c.pt")
     assert load_classifier(tmp_path / "c.pt", dataset="mnist1d")[0].shape == (40,)

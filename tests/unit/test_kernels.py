@@ -11,6 +11,7 @@ import os
 import pytest
 import torch
 from diffusers import DDIMScheduler, DDPMScheduler
+from helpers.kernels import kernel_inputs
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
@@ -30,14 +31,6 @@ TOL = {torch.float64: dict(rtol=1e-12, atol=1e-12), torch.float32: dict(rtol=1e-
        torch.float16: dict(rtol=1e-3, atol=1e-3), torch.bfloat16: dict(rtol=1e-2, atol=1e-2)}
 
 
-def _inputs(shape, dtype, device, T=20, seed=0):
-    g = torch.Generator().manual_seed(seed)
-    x, out, z = (torch.randn(shape, generator=g, dtype=torch.float64).to(device, dtype) for _ in range(3))
-    t = torch.randint(1, T + 1, (shape[0],), generator=g)
-    s = (torch.rand(shape[0], generator=g) * t).long().clamp(max=t - 1)  # any s in [0, t-1]
-    return x, out, z, t.to(device), s.to(device)
-
-
 def _tables(path, device):
     return path.a.to(device), path.s.to(device)
 
@@ -50,7 +43,7 @@ SHAPES = [(1, 40), (7, 40), (4096, 40), (3, 5, 8), (33, 1), (2, 3, 4, 5), (5, 13
 @pytest.mark.parametrize("shape", SHAPES)
 @pytest.mark.parametrize("path", PATHS, ids=repr)
 def test_q_sample_matches_reference(device, dtype, shape, path):
-    x0, eps, _, t, _ = _inputs(shape, dtype, device)
+    x0, eps, _, t, _ = kernel_inputs(shape, dtype, device)
     t[0] = 0  # t = 0 is allowed for q_sample: x_0 = x0
     a, s = _tables(path, device)
     got = OPS.q_sample(x0, eps, t, a, s)
@@ -66,7 +59,7 @@ def test_q_sample_matches_reference(device, dtype, shape, path):
 @pytest.mark.parametrize("clip", [0.0, 1.5])
 @pytest.mark.parametrize("path", PATHS, ids=repr)
 def test_posterior_step_matches_reference(device, dtype, shape, prediction, eta, clip, path):
-    x_t, out, z, t, s_idx = _inputs(shape, dtype, device, seed=len(shape))
+    x_t, out, z, t, s_idx = kernel_inputs(shape, dtype, device, seed=len(shape))
     a, s = _tables(path, device)
     code = reference.PREDICTION_CODES[prediction]
     got = OPS.posterior_step(x_t * 3, out * 3, t, s_idx, a, s, z, eta, code, clip)
@@ -85,7 +78,7 @@ def test_posterior_step_matches_reference(device, dtype, shape, prediction, eta,
 def test_random_shapes_and_timesteps_match_reference(B, inner, kind, T, seed, dtype, prediction, eta, clip):
     path = NoisePath(kind, T, "linear")
     shape = (B, *inner)
-    x, out, z, t, s_idx = _inputs(shape, dtype, "cpu", T=T, seed=seed)
+    x, out, z, t, s_idx = kernel_inputs(shape, dtype, "cpu", T=T, seed=seed)
     torch.testing.assert_close(ops.q_sample(x, out, t, path), reference.q_sample(x, out, t, path.a, path.s),
                                **TOL[dtype])
     got = ops.posterior_step(x, out, t, s_idx, path, z, eta, prediction, clip)
@@ -98,7 +91,7 @@ def test_random_shapes_and_timesteps_match_reference(B, inner, kind, T, seed, dt
 
 def test_public_ops_use_the_extension_and_take_int_timesteps():
     path = PATHS[0]
-    x, out, z, _, _ = _inputs((16, 40), torch.float32, "cpu")
+    x, out, z, _, _ = kernel_inputs((16, 40), torch.float32, "cpu")
     assert ops.backend("cpu", torch.float32) == ops.backend("cpu", torch.float64) == "cpp"
     assert ops.backend("cpu", torch.float16) == "torch"
     tt = torch.full((16,), 7)
@@ -160,7 +153,7 @@ def test_two_threads_give_the_same_bits_as_one():
     """The CPU kernels run on torch's OpenMP pool (the extension is built with -fopenmp and links the
     libgomp torch loaded): more threads split the rows, never change a result."""
     a, s = _tables(PATHS[0], "cpu")
-    x, out, z, t, s_idx = _inputs((20_000, 40), torch.float32, "cpu")
+    x, out, z, t, s_idx = kernel_inputs((20_000, 40), torch.float32, "cpu")
     results = {}
     for n in (1, 2):
         torch.set_num_threads(n)
@@ -210,7 +203,7 @@ def test_q_sample_gradcheck():
 
 def test_q_sample_gradients_match_the_reference():
     path = PATHS[0]
-    x, e, w, t, _ = _inputs((32, 40), torch.float32, "cpu")
+    x, e, w, t, _ = kernel_inputs((32, 40), torch.float32, "cpu")
     grads = []
     for fn in (lambda x0, eps: ops.q_sample(x0, eps, t, path), lambda x0, eps: reference.q_sample(x0, eps, t, path.a, path.s)):
         x0, eps = x.clone().requires_grad_(), e.clone().requires_grad_()
@@ -226,7 +219,7 @@ def test_q_sample_gradients_match_the_reference():
 @pytest.mark.parametrize("device", DEVICES)
 def test_opcheck(device):
     a, s = _tables(PATHS[0], device)
-    x0, eps, z, t, s_idx = _inputs((6, 40), torch.float32, device)
+    x0, eps, z, t, s_idx = kernel_inputs((6, 40), torch.float32, device)
     torch.library.opcheck(OPS.q_sample, (x0, eps, t, a, s))
     torch.library.opcheck(OPS.q_sample, (x0.clone().requires_grad_(), eps.clone().requires_grad_(), t, a, s))
     torch.library.opcheck(OPS.q_sample, (x0.double(), eps.double(), t, a, s))
