@@ -13,7 +13,7 @@ from pathlib import Path
 
 import torch
 
-from pydiffusion.checkpoints import load_run
+from pydiffusion.checkpoints import load_denoiser
 from pydiffusion.data.mnist1d import load_mnist1d
 from pydiffusion.evaluation.quality import compare_guidance
 from pydiffusion.files import save_json, save_text
@@ -33,7 +33,7 @@ def main(argv=None):
     p.add_argument("--out-dir", required=True)
     args = p.parse_args(argv)
     out = Path(args.out_dir)
-    denoiser, cfg = load_run(args.run)
+    denoiser, cfg = load_denoiser(args.run)
     torch.set_num_threads(args.threads)
     data = load_mnist1d(cfg.get("data_cache"))
     noisy_file = Path(args.noisy_classifier or out / "noisy_classifier.pt")

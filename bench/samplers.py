@@ -20,7 +20,7 @@ from pathlib import Path
 
 import torch
 
-from pydiffusion.checkpoints import load_run
+from pydiffusion.checkpoints import load_denoiser
 from pydiffusion.data.mnist1d import load_mnist1d
 from pydiffusion.diffusion import ops
 from pydiffusion.diffusion.denoiser import Denoiser
@@ -58,9 +58,9 @@ def main(argv=None):
     p.add_argument("--device", default="cpu", help="where the network runs (cpu or cuda)")
     p.add_argument("--out", help="JSON file (default bench/results/samplers-<run>-<device>-<host>.json)")
     args = p.parse_args(argv)
-    denoiser, cfg = load_run(args.run)
+    denoiser, cfg = load_denoiser(args.run)
     path = denoiser.path
-    torch.set_num_threads(args.threads)  # after load_run, which applies the run's own thread count
+    torch.set_num_threads(args.threads)  # after load_denoiser, which applies the run's own thread count
     data = load_mnist1d(cfg.get("data_cache"))
     cls_path = Path(args.classifier)
     if cls_path.exists():

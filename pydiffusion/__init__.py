@@ -7,16 +7,19 @@ the samplers); nets (the denoising networks and the classifiers); checkpoints (a
 evaluation (test metrics, sample quality); training (the loop, the trainers, W&B tracking); reporting and ablations
 (the grid's and the ablation study's reports); cli (the commands) on top.
 
-The names below are the Python entry points. They load on first use, so that `import pydiffusion.config` (which the
-workflow does while it parses its config) does not import torch.
+The names below are the Python entry points (docs/quickstart.md), the functions the commands call too:
+
+    import pydiffusion
+    run = pydiffusion.train({"epochs": 5}, "runs/first")   # or pydiffusion.load_run(a run directory or an export)
+    x, y = run.sample(16, label=3)
+    pydiffusion.export_run("runs/first", "exports/first")  # model.safetensors, config.json, a model card
+
+They load on first use, so that `import pydiffusion.config` (which the workflow does while it parses its config)
+does not import torch.
 """
 import importlib
-from importlib.metadata import PackageNotFoundError, version
 
-try:
-    __version__ = version("pydiffusion-mnist1d")
-except PackageNotFoundError:  # the source tree on sys.path without an install
-    __version__ = "0+unknown"
+from pydiffusion.config import VERSION as __version__
 
 # public name -> the module that defines it
 _PUBLIC = {
@@ -29,9 +32,11 @@ _PUBLIC = {
     "SAMPLERS": "pydiffusion.diffusion.samplers",
     "draw_class_samples": "pydiffusion.diffusion.samplers",
     "build_model": "pydiffusion.nets.backbones",
-    "load_run": "pydiffusion.checkpoints",
-    "read_run": "pydiffusion.checkpoints",
-    "train": "pydiffusion.training.loop",
+    "Run": "pydiffusion.runs",
+    "load_run": "pydiffusion.runs",
+    "load_exported": "pydiffusion.runs",
+    "train": "pydiffusion.runs",
+    "export_run": "pydiffusion.reporting.export",
     "evaluate_run": "pydiffusion.training.loop",
     "evaluate_quality": "pydiffusion.evaluation.quality",
 }

@@ -1,5 +1,6 @@
 """A run directory's saved state: the checkpoint files training writes, resuming from them, and loading a
-trained run's EMA model back (from model.pt, or from the newest checkpoint while the run still trains).
+trained run's EMA model back (from model.pt, or from the newest checkpoint while the run still trains, or from an
+export's model.safetensors and config.json).
 
 Which file holds what, and which of them are trusted on read: docs/architecture.md.
 """
@@ -7,12 +8,13 @@ import os
 from pathlib import Path
 
 import torch
+from safetensors.torch import load_file as load_safetensors
 
 from pydiffusion.config import DEFAULTS, ConfigError, validate
 from pydiffusion.data.datasets import data_shape
 from pydiffusion.diffusion.denoiser import Denoiser
 from pydiffusion.diffusion.paths import NoisePath
-from pydiffusion.files import UnreadableFileError, UnsafeFileError, load_torch, save_torch
+from pydiffusion.files import UnreadableFileError, UnsafeFileError, load_json, load_torch, save_torch
 from pydiffusion.nets.backbones import build_model
 
 # keys that only affect evaluation, sampling, tracking or where the run executes: changing them
@@ -21,6 +23,9 @@ RESUMABLE_CHANGES = {"data_dir", "device", "threads", "checkpoint_every", "eval_
                      "eta", "guidance", "n_samples", "wandb_mode", "wandb_entity", "wandb_project", "wandb_group",
                      "wandb_name", "data_cache"}
 CHECKPOINT, PREVIOUS_CHECKPOINT, MODEL = "checkpoint.pt", "checkpoint.prev.pt", "model.pt"
+COMMAND = "command.txt"  # the command line of the last training into the directory
+# an export (`pydiffusion export`): files any safetensors or JSON reader opens, without this package
+EXPORT_WEIGHTS, EXPORT_CONFIG, EXPORT_HISTORY = "model.safetensors", "config.json", "history.json"
 CHECKPOINT_KEYS = ("config", "model", "ema", "optimizer", "data_gen", "noise_gen", "history", "step", "epoch")
 # a history.json record holds the loss, its components and these; the timings (of a record and of metrics.json)
 # differ from run to run, where everything else is the same on the CPU for the same seed
@@ -57,15 +62,56 @@ def read_run(run_dir) -> dict:
                             f"`pydiffusion train --out {run_dir}`")
 
 
-def load_run(run_dir):
-    """(denoiser, cfg) of a trained run: its EMA network on the CPU, in eval mode, read through the run's
-    path and parameterisation; the run's thread count set."""
-    state = read_run(run_dir)
-    cfg = validate(state["config"])
-    set_threads(cfg)
+def is_export(folder) -> bool:
+    """Whether `folder` is an export (`pydiffusion export`) rather than a run directory."""
+    return (Path(folder) / EXPORT_WEIGHTS).exists()
+
+
+def read_export(folder) -> dict:
+    """config, EMA weights and history of an export: JSON and safetensors only, nothing unpickled. A
+    malformed file is an UnreadableFileError naming it."""
+    folder = Path(folder)
+    fix = "export the run again with `pydiffusion export --run RUN --out DIR`"
+    cfg = load_json(folder / EXPORT_CONFIG, "export config", fix)
+    if not isinstance(cfg, dict):
+        raise UnreadableFileError(f"export config {folder / EXPORT_CONFIG} must hold a mapping of config keys; {fix}")
+    history = load_json(folder / EXPORT_HISTORY, "export history", fix) if (folder / EXPORT_HISTORY).exists() else []
+    try:
+        ema = load_safetensors(folder / EXPORT_WEIGHTS)
+    except Exception as e:  # safetensors raises its own SafetensorError, or OSError, by the kind of damage
+        raise UnreadableFileError(f"export weights {folder / EXPORT_WEIGHTS} are not a safetensors file "
+                                  f"({' '.join(str(e).split())[:120]}); {fix}") from None
+    return {"config": cfg, "ema": ema, "history": history, "epoch": len(history)}
+
+
+def read_trained(folder) -> dict:
+    """read_export of an export, else read_run of a run directory."""
+    return read_export(folder) if is_export(folder) else read_run(folder)
+
+
+def build_denoiser(state: dict, source) -> tuple:
+    """(denoiser, cfg): the EMA network of a read_trained state on the CPU, in eval mode, read through the run's
+    path and parameterisation; its validated config. A config the code refuses, or weights that do not fit it, is
+    an UnreadableFileError naming `source`."""
+    try:
+        cfg = validate(state["config"])
+    except ConfigError as e:
+        raise UnreadableFileError(f"{source}: its config is refused ({e}); retrain or export it again") from None
     model = build_model(cfg, data_shape(cfg["dataset"]))
-    model.load_state_dict(state["ema"])
+    try:
+        model.load_state_dict(state["ema"])
+    except (RuntimeError, TypeError) as e:  # missing or unexpected keys, wrong shapes
+        why = " ".join(str(e).split())
+        raise UnreadableFileError(f"{source}: its weights do not fit its config ({why[:200]}); retrain or export "
+                                  f"it again") from None
     return Denoiser.from_config(model.eval(), NoisePath(cfg["noise"], cfg["T"], cfg["schedule"]), cfg), cfg
+
+
+def load_denoiser(folder) -> tuple:
+    """(denoiser, cfg) of a trained run directory or an export (build_denoiser); the run's thread count set."""
+    denoiser, cfg = build_denoiser(read_trained(folder), folder)
+    set_threads(cfg)
+    return denoiser, cfg
 
 
 def save_checkpoint(state: dict, out_dir: Path):

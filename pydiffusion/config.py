@@ -6,9 +6,15 @@ overrides onto the defaults and raises ConfigError (one line naming the key and 
 choices) before any work starts.
 """
 import math
+from importlib.metadata import PackageNotFoundError, version
 from pathlib import Path
 
 import yaml
+
+try:  # the version of the installed package, which runs, exports and --version name
+    VERSION = version("pydiffusion-mnist1d")
+except PackageNotFoundError:  # the source tree on sys.path without an install
+    VERSION = "0+unknown"
 
 MNIST1D = "mnist1d"  # the default data set, and the one a file written without a dataset key was trained on
 
@@ -182,6 +188,18 @@ def validate(cfg: dict) -> dict:
     if bad:
         raise ConfigError(f"config key 'psnr_timesteps' has {bad[0]} > T ({out['T']}); use timesteps in [1, T]")
     return out
+
+
+def check_value(name: str, key: str, value):
+    """A value that stands in for the config key `key` (a command-line option, an argument), by that key's own rule
+    (CHECKS); `name` names it in the error."""
+    if isinstance(value, float) and not math.isfinite(value):
+        raise ConfigError(f"{name} is {value}; it must be a finite number")
+    if not _type_ok(key, value):
+        raise ConfigError(f"{name} is {value!r}; it must be {type(DEFAULTS[key]).__name__}")
+    valid, description = CHECKS[key]
+    if not valid(value):
+        raise ConfigError(f"{name} is {value}; it must be {description}")
 
 
 def parse_overrides(pairs) -> dict:

@@ -72,6 +72,10 @@ def save_json(obj, path):
     _atomic(path, lambda f: f.write((json.dumps(obj, indent=2, sort_keys=True) + "\n").encode()))
 
 
+def save_bytes(data: bytes, path):
+    _atomic(path, lambda f: f.write(data))
+
+
 def save_text(text: str, path):
     _atomic(path, lambda f: f.write(text.encode()))
 

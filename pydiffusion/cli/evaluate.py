@@ -1,7 +1,7 @@
 """`pydiffusion evaluate`: a run's test metrics recomputed from its EMA weights."""
 from pathlib import Path
 
-from pydiffusion.checkpoints import load_run, read_run
+from pydiffusion.checkpoints import load_denoiser, read_trained
 from pydiffusion.cli.options import check_out_file
 from pydiffusion.data.datasets import load_dataset
 from pydiffusion.files import save_json
@@ -18,9 +18,9 @@ def add_arguments(parser):
 
 def run(args):
     out = check_out_file(args.out or Path(args.run) / "metrics.json", (".json",))
-    denoiser, cfg = load_run(args.run)
+    denoiser, cfg = load_denoiser(args.run)
     _, _, x_test, y_test = load_dataset(cfg["dataset"], cfg["data_dir"], cfg["data_cache"])
-    history = read_run(args.run)["history"]
+    history = read_trained(args.run)["history"]
     metrics = evaluate_run(denoiser, cfg, history, x_test, y_test, count_parameters(denoiser.model))
     save_json(metrics, out)
     print(f"test_mse={metrics['test_mse']:.4f} test_kl={metrics['test_kl']:.4f}; wrote {out}")

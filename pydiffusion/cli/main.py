@@ -1,4 +1,4 @@
-"""pydiffusion command line: data, train, evaluate, sample, plot, classifier, noisy-classifier, quality, doctor.
+"""pydiffusion command line: data, train, evaluate, sample, export, plot, classifier, noisy-classifier, quality, doctor.
 
 Bad input (a config error, a missing or broken file, a busy run directory) is one line on
 stderr and exit status 2, before any work starts; so is a training run that cannot go on.
@@ -8,16 +8,15 @@ import argparse
 import logging
 import sys
 import warnings
-from importlib.metadata import version
 
-from pydiffusion.cli import classifier, data, doctor, evaluate, noisy_classifier, plot, quality, sample, train
-from pydiffusion.config import ConfigError
+from pydiffusion.cli import classifier, data, doctor, evaluate, export, noisy_classifier, plot, quality, sample, train
+from pydiffusion.config import VERSION, ConfigError
 from pydiffusion.files import RunLockedError, UnreadableFileError
 from pydiffusion.training.loop import TrainingError
 
 # each command is a module with HELP, add_arguments(parser) and run(args)
-COMMANDS = {"data": data, "train": train, "evaluate": evaluate, "sample": sample, "plot": plot, "classifier": classifier,
-            "noisy-classifier": noisy_classifier, "quality": quality, "doctor": doctor}
+COMMANDS = {"data": data, "train": train, "evaluate": evaluate, "sample": sample, "export": export, "plot": plot,
+            "classifier": classifier, "noisy-classifier": noisy_classifier, "quality": quality, "doctor": doctor}
 
 
 class _Help(argparse.HelpFormatter):
@@ -44,7 +43,7 @@ def _one_line_warning(message, category, filename, lineno, file=None, line=None)
 
 def build_parser():
     p = _Parser(prog="pydiffusion", description=__doc__.splitlines()[0], formatter_class=_Help)
-    p.add_argument("--version", action="version", version=f"%(prog)s {version('pydiffusion-mnist1d')}")
+    p.add_argument("--version", action="version", version=f"%(prog)s {VERSION}")
     sub = p.add_subparsers(dest="command", required=True, parser_class=_Parser, metavar="COMMAND")
     for name, module in COMMANDS.items():
         s = sub.add_parser(name, help=module.HELP, description=module.HELP, formatter_class=_Help)
@@ -54,7 +53,9 @@ def build_parser():
 
 
 def main(argv=None):
+    argv = sys.argv[1:] if argv is None else list(argv)
     args = build_parser().parse_args(argv)
+    args.argv = argv  # what `train` records as the command that trained a run
     warnings.showwarning = _one_line_warning
     # progress lines on stdout, as plain lines; stderr stays for the one error line
     progress = logging.StreamHandler(sys.stdout)

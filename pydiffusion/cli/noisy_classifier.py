@@ -4,8 +4,8 @@ import time
 
 import torch
 
-from pydiffusion.cli.options import add_dataset_arguments, check_option, check_out_file
-from pydiffusion.config import CHOICES, MAX_SEED, ConfigError
+from pydiffusion.cli.options import add_dataset_arguments, check_out_file
+from pydiffusion.config import CHOICES, MAX_SEED, ConfigError, check_value
 from pydiffusion.data.datasets import check_files, load_dataset
 from pydiffusion.diffusion.paths import NoisePath
 from pydiffusion.nets.noisy_classifier import save_noisy_classifier, train_noisy_classifier
@@ -25,7 +25,7 @@ def add_arguments(parser):
 
 
 def run(args):
-    check_option("--T", "T", args.T)
+    check_value("--T", "T", args.T)
     if args.epochs < 1:
         raise ConfigError(f"--epochs is {args.epochs}; it must be >= 1")
     check_files(args.dataset, args.data_dir)

@@ -1,9 +1,8 @@
 """The options several commands share, and the checks of command-line values before any work: a bad value is a
 ConfigError, one line naming the option."""
-import math
 from pathlib import Path
 
-from pydiffusion.config import CHECKS, CHOICES, MNIST1D, ConfigError
+from pydiffusion.config import CHOICES, MNIST1D, ConfigError
 
 
 def add_dataset_arguments(parser):
@@ -27,12 +26,3 @@ def check_out_file(out, suffixes, flag="--out") -> Path:
                 raise ConfigError(f"{flag} {out} is under {parent}, which is a file; choose another {flag}")
             break
     return out
-
-
-def check_option(flag, key, value):
-    """A command-line value that stands in for the config key `key`, by that key's own rule (config.CHECKS)."""
-    if isinstance(value, float) and not math.isfinite(value):
-        raise ConfigError(f"{flag} is {value}; it must be a finite number")
-    valid, description = CHECKS[key]
-    if not valid(value):
-        raise ConfigError(f"{flag} is {value}; it must be {description}")

@@ -1,7 +1,7 @@
 """`pydiffusion quality`: what the reference classifiers (pydiffusion/nets/classifiers.py) measure of a run's
 samples (pydiffusion/evaluation/quality.py). Every bad value is a ConfigError (one line, exit status 2) before any
 work."""
-from pydiffusion.checkpoints import load_run
+from pydiffusion.checkpoints import load_denoiser
 from pydiffusion.cli.options import check_out_file
 from pydiffusion.config import MAX_SEED, ConfigError
 from pydiffusion.data.datasets import load_dataset
@@ -49,7 +49,7 @@ def print_quality(q, wrote):
 def run(args):
     check_out_file(args.out, (".json",))
     check_quality_options(args.n, args.draws, args.seed)
-    denoiser, cfg = load_run(args.run)
+    denoiser, cfg = load_denoiser(args.run)
     first, *more = load_classifiers(args.classifier, cfg["dataset"])
     data = load_dataset(cfg["dataset"], cfg["data_dir"], cfg["data_cache"])
     q = evaluate_quality(denoiser, cfg, first, data, n=args.n, seed=args.seed,

@@ -4,19 +4,18 @@ a .npy file (x) or a .png grid (one row per class), and optionally one sample's 
 The sampler settings default to the run's own config keys sampler, sample_steps, eta, guidance and n_samples.
 Every bad value is a ConfigError (one line, exit status 2) before any sampling.
 """
-import math
 import tempfile
 import time
 from pathlib import Path
 
-from pydiffusion.checkpoints import load_run
-from pydiffusion.cli.options import check_option, check_out_file
-from pydiffusion.config import CHOICES, ConfigError
+from pydiffusion.cli.options import check_out_file
+from pydiffusion.config import CHOICES, ConfigError, check_value
 from pydiffusion.data.labels import NUM_CLASSES
-from pydiffusion.diffusion.samplers import draw_class_samples, run_sampler, timesteps_for
+from pydiffusion.diffusion.samplers import timesteps_for
 from pydiffusion.files import save_npy, save_torch
 from pydiffusion.nets.noisy_classifier import load_noisy_classifier
 from pydiffusion.reporting.figures import samples_grid, trajectory_gif
+from pydiffusion.runs import load_run
 from pydiffusion.training.tracking import resume_tracker
 
 HELP = "draw class-conditional samples from a trained run"
@@ -25,7 +24,8 @@ GRID_COLUMNS = 16  # samples per class in a .png grid: more panels would be too 
 
 
 def add_arguments(parser):
-    parser.add_argument("--run", required=True, help="a run directory (from `pydiffusion train`)")
+    parser.add_argument("--run", required=True, help="a run directory (from `pydiffusion train`) or an export (from "
+                                                     "`pydiffusion export`)")
     parser.add_argument("--sampler", choices=CHOICES["sampler"], help="reverse process (default: the run's sampler)")
     parser.add_argument("--steps", type=int, help="reverse steps; ddpm takes all T (default: the run's sample_steps)")
     parser.add_argument("--eta", type=float, help="ddim noise: 0 deterministic, 1 DDPM-like; ddpm is 1, dpmpp_2m 0 "
@@ -44,15 +44,6 @@ def add_arguments(parser):
                                                      f"samples each)")
     parser.add_argument("--trajectory", help="also write the first sample's reverse trajectory, x_T to x_0, as this "
                                              "animated .gif")
-
-
-def sample_settings(cfg, path, sampler=None, steps=None, eta=None, guidance=None) -> dict:
-    """{sampler, steps, eta, guidance}: each as given, or else the run's config key; steps and eta as the
-    sampler really uses them (DDPM: all T steps, eta 1; DPM-Solver++(2M): eta 0)."""
-    if steps is not None and not 1 <= steps <= path.T:
-        raise ConfigError(f"--steps is {steps}; it must be in [1, T={path.T}]")
-    sampler, steps, eta = run_sampler(cfg, path.T, sampler, steps, eta)
-    return {"sampler": sampler, "steps": steps, "eta": eta, "guidance": cfg["guidance"] if guidance is None else guidance}
 
 
 def write_samples(x, y, settings: dict, out):
@@ -83,31 +74,33 @@ def run(args):
     out = check_out_file(args.out, OUT_SUFFIXES)
     gif = None if args.trajectory is None else check_out_file(args.trajectory, (".gif",), "--trajectory")
     for flag, key, value in (("--n", "n_samples", args.n), ("--steps", "sample_steps", args.steps), ("--eta", "eta", args.eta),
-                             ("--guidance", "guidance", args.guidance), ("--seed", "seed", args.seed)):
+                             ("--guidance", "guidance", args.guidance), ("--seed", "seed", args.seed),
+                             ("--classifier-scale", "guidance", args.classifier_scale)):
         if value is not None:
-            check_option(flag, key, value)
-    if not (args.classifier_scale >= 0 and math.isfinite(args.classifier_scale)):
-        raise ConfigError(f"--classifier-scale is {args.classifier_scale}; it must be a finite number >= 0")
+            check_value(flag, key, value)
     if args.classifier_scale > 0 and args.noisy_classifier is None:
         raise ConfigError("--classifier-scale needs --noisy-classifier FILE (train one with `pydiffusion noisy-classifier`)")
     if args.label is not None and not 0 <= args.label < NUM_CLASSES:
         raise ConfigError(f"--class is {args.label}; it must be a class in 0..{NUM_CLASSES - 1}")
-    denoiser, cfg = load_run(args.run)
-    path = denoiser.path
-    settings = sample_settings(cfg, path, args.sampler, args.steps, args.eta, args.guidance)
+    trained = load_run(args.run)
+    cfg, path = trained.config, trained.denoiser.path
+    # Run.sample checks these two too, naming its arguments; here they name the options
+    if args.steps is not None and args.steps > path.T:
+        raise ConfigError(f"--steps is {args.steps}; it must be in [1, T={path.T}]")
+    settings = trained.sample_settings(args.sampler, args.steps, args.eta, args.guidance)
     if args.label is not None and settings["guidance"] == 0 and args.classifier_scale == 0:
         raise ConfigError(f"--class {args.label} needs guidance > 0 or --classifier-scale > 0 (guidance 0 alone draws "
                           f"unconditional samples)")
     classifier = None
     if args.noisy_classifier is not None:
         classifier = load_noisy_classifier(args.noisy_classifier, path, cfg["dataset"])
-    settings["classifier_scale"] = args.classifier_scale
     n = cfg["n_samples"] if args.n is None else args.n
     t0 = time.perf_counter()
     # the trajectory is (steps + 1) copies of x, small beside the model
-    x, y, xs = draw_class_samples(denoiser, n, **settings, seed=args.seed, label=args.label, trajectory=True,
-                                  classifier=classifier)
+    x, y, xs = trained.sample(n, args.label, **settings, seed=args.seed, classifier=classifier,
+                              classifier_scale=args.classifier_scale, trajectory=True)
     dt = time.perf_counter() - t0
+    settings["classifier_scale"] = args.classifier_scale
     write_samples(x, y, {**settings, "seed": args.seed}, out)
     if gif is not None:
         trajectory_gif([x_t[0] for x_t in xs], timesteps_for(path.T, settings["steps"]), gif)

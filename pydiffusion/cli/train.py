@@ -1,16 +1,17 @@
 """`pydiffusion train`: one configuration trained into a run directory (resumable), and with --classifier the
 workflow's post-training job in the same process: the run's sample quality (quality.json, as `pydiffusion quality`)
 and its samples (samples.pt, as `pydiffusion sample`)."""
+import shlex
 from pathlib import Path
 
 from pydiffusion.cli.quality import check_quality_options, load_classifiers, print_quality
-from pydiffusion.cli.sample import sample_settings, track_samples, write_samples
+from pydiffusion.cli.sample import track_samples, write_samples
 from pydiffusion.config import ConfigError, load_config
 from pydiffusion.data.datasets import check_files
 from pydiffusion.diffusion.samplers import draw_class_samples
 from pydiffusion.evaluation.quality import evaluate_quality
 from pydiffusion.files import save_json
-from pydiffusion.training.loop import train
+from pydiffusion.runs import sample_settings, train
 
 HELP = "train one configuration (resumes from OUT/checkpoint.pt)"
 
@@ -45,7 +46,7 @@ def evaluate_samples(denoiser, cfg, data, tracker, run_dir, classifiers, n_quali
     q = evaluate_quality(denoiser, cfg, first, data, n=n_quality, seed=0, more_classifiers=more, draws=draws)
     save_json(q, run_dir / "quality.json")
     tracker.summary(q)
-    settings = sample_settings(cfg, denoiser.path)
+    settings = sample_settings(cfg, denoiser.path.T)
     n = cfg["n_samples"] if n_samples is None else n_samples
     x, y, xs = draw_class_samples(denoiser, n, **settings, seed=0, trajectory=True)
     write_samples(x, y, {**settings, "seed": 0}, run_dir / "samples.pt")
@@ -69,7 +70,7 @@ def run(args):
                              args.quality_draws)
 
     metrics = train(cfg, args.out, wait=args.wait, restart_on_config_change=args.restart_on_config_change,
-                    evaluate=evaluate)
+                    evaluate=evaluate, command=shlex.join(["pydiffusion", *args.argv])).metrics
     print(f"test_mse={metrics['test_mse']:.4f} (forward {metrics['test_mse_forward']:.4f}, inverse "
           f"{metrics['test_mse_inverse']:.4f}) test_kl={metrics['test_kl']:.4f} nats/dim "
           f"in {metrics['train_time_s']:.1f} s; wrote {Path(args.out) / 'metrics.json'}")

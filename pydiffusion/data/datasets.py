@@ -28,6 +28,15 @@ SHAPES = {
     "cifar10": (3, 32, 32),
 }
 DATASETS = tuple(SHAPES)
+# name -> what it is, in a phrase (a model card's "data")
+DESCRIPTIONS = {
+    MNIST1D: "MNIST-1D (Greydanus & Kobak, 2024): 1-D signals of 40 samples in ten digit classes, generated offline "
+             "by the mnist1d package",
+    "digits": "scikit-learn's 8 x 8 handwritten digits (UCI), ten classes",
+    "mnist": "MNIST: 28 x 28 handwritten digits, ten classes",
+    "fashion_mnist": "Fashion-MNIST: 28 x 28 images of ten kinds of clothing",
+    "cifar10": "CIFAR-10: 32 x 32 colour images of ten object classes",
+}
 
 # the original files of each data set read from data_dir/<name>/, and where to get them
 IDX_FILES = ("train-images-idx3-ubyte", "train-labels-idx1-ubyte", "t10k-images-idx3-ubyte", "t10k-labels-idx1-ubyte")

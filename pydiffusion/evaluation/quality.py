@@ -102,6 +102,14 @@ def sample_quality(classifier, x, y, x_test, feat_test=None):
             "coverage_entropy": class_entropy(pred)}
 
 
+def quality_settings(cfg: dict, T: int, sampler=None, steps=None, eta=None, guidance=None) -> dict:
+    """{sampler, steps, eta, guidance} that evaluate_quality samples with: each as given, or else the run's, and
+    guidance 1 where the run's is 0 (the guided samples must be guided)."""
+    sampler, steps, eta = run_sampler(cfg, T, sampler, steps, eta)
+    return {"sampler": sampler, "steps": steps, "eta": eta,
+            "guidance": guidance if guidance is not None else (cfg["guidance"] or 1.0)}
+
+
 DRAW_SEED_STEP = 100  # draw j of evaluate_quality starts from seed + 100 j (it uses seeds s, s + 1 and s + 7)
 
 
@@ -127,8 +135,7 @@ def evaluate_quality(denoiser, cfg, classifier, data, n=1000, seed=0, sampler=No
     draw's value.
     """
     x, _, x_test, _ = data
-    g = guidance if guidance is not None else (cfg["guidance"] or 1.0)
-    sampler, steps, eta = run_sampler(cfg, denoiser.path.T, sampler, steps, eta)
+    sampler, steps, eta, g = quality_settings(cfg, denoiser.path.T, sampler, steps, eta, guidance).values()
     names = [classifier_name(c) for c in (classifier, *more_classifiers)]
     if len(set(names)) != len(names):
         raise ValueError(f"evaluate_quality: the classifiers must be of different architectures, not {names}")

@@ -6,11 +6,12 @@ from pathlib import Path
 
 import torch
 
-from pydiffusion.checkpoints import load_run
+from pydiffusion.checkpoints import load_denoiser
 from pydiffusion.data.datasets import load_dataset
 from pydiffusion.evaluation.quality import compare_guidance, compare_samplers
 from pydiffusion.files import save_json, save_text
 from pydiffusion.nets.classifiers import load_classifier
+from pydiffusion.reporting.export import export_run
 from pydiffusion.nets.noisy_classifier import load_noisy_classifier
 from pydiffusion.reporting.figures import guidance_plot, model_figures
 from pydiffusion.reporting.grid_figures import grid_figures
@@ -20,13 +21,21 @@ from pydiffusion.reporting.report import markdown, write_csv
 logger = logging.getLogger(__name__)
 
 
+BEST_MODEL = "best-model"  # the export of the best configuration's first seed, in the report's folder
+
+
+def best_run(records, best) -> str:
+    """The run directory of the best configuration's lowest seed: the model the report compares samplers on."""
+    return next(r for r in sorted(records, key=lambda r: r["seed"]) if config_name(r) == best)["run"]
+
+
 def best_model_samplers(records, best, out_dir, classifier, data_cache, n, noisy_classifiers=None):
     """Samplers compared on the best configuration's first seed (samplers.json), and its figures; with a noise-aware
     classifier of its path (noisy_classifiers: {noise: file}), the two kinds of guidance too (guidance.json).
     Returns the rows of the two comparisons (None for guidance without a classifier)."""
-    run = next(r for r in sorted(records, key=lambda r: r["seed"]) if config_name(r) == best)["run"]
+    run = best_run(records, best)
     logger.info(f"comparing samplers on {run}")
-    denoiser, cfg = load_run(run)
+    denoiser, cfg = load_denoiser(run)
     data = load_dataset(cfg["dataset"], cfg["data_dir"], data_cache)
     reference = load_classifier(classifier, cfg["dataset"])[0]
     rows = compare_samplers(denoiser, cfg, reference, data, n=n)
@@ -43,7 +52,8 @@ def best_model_samplers(records, best, out_dir, classifier, data_cache, n, noisy
 
 
 def aggregate(run_dirs, out_dir, classifier=None, data_cache=None, n=1000, threads=0, noisy_classifiers=None):
-    """Write summary.json, summary.csv, report.md and figures/ for the runs into out_dir; with a
+    """Write summary.json, summary.csv, report.md, figures/ and the best configuration's export (best-model/,
+    pydiffusion.reporting.export) for the runs into out_dir; with a
     reference classifier, also the sampler comparison and figures of the best configuration, and with
     noise-aware classifiers ({noise: file}) its guidance comparison."""
     if threads:
@@ -57,6 +67,7 @@ def aggregate(run_dirs, out_dir, classifier=None, data_cache=None, n=1000, threa
     grid_figures(records, summary, cells, out_dir / "figures")
     samplers, guidance = (best_model_samplers(records, best, out_dir, classifier, data_cache, n, noisy_classifiers)
                           if classifier else (None, None))
+    export_run(best_run(records, best), out_dir / BEST_MODEL)
     save_json({"configurations": summary, "paired": cells, "best": {"config": best, "by": best_key},
                "runs": [{k: v for k, v in r.items() if k != "history"} for r in records]}, out_dir / "summary.json")
     write_csv(summary, out_dir / "summary.csv")

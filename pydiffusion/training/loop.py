@@ -20,7 +20,7 @@ import torch
 import yaml
 from tqdm import tqdm
 
-from pydiffusion.checkpoints import CHECKPOINT, MODEL, resume_state, save_checkpoint, set_threads
+from pydiffusion.checkpoints import CHECKPOINT, COMMAND, MODEL, resume_state, save_checkpoint, set_threads
 from pydiffusion.config import ConfigError, validate
 from pydiffusion.data.datasets import data_shape, load_dataset
 from pydiffusion.data.mnist1d import train_subset
@@ -111,7 +111,7 @@ class _Progress:
 
 
 def train(cfg: dict, out_dir, log=logger.info, wait: bool = False, restart_on_config_change: bool = False,
-          evaluate=None) -> dict:
+          evaluate=None, command=None) -> dict:
     """Train one configuration into out_dir (resuming if it holds a checkpoint); returns the metrics.
 
     Every check runs before anything is written. `wait`: if another process trains into out_dir,
@@ -119,7 +119,8 @@ def train(cfg: dict, out_dir, log=logger.info, wait: bool = False, restart_on_co
     a checkpoint of a different configuration is discarded instead of stopping the run.
     `evaluate(ema_denoiser, cfg, (x, y, x_test, y_test), tracker)`: more evaluation of the final
     model after metrics.json, with the run's W&B run still open (the workflow's sample quality).
-    `log` takes the progress lines, one string each (default: this module's logger)."""
+    `log` takes the progress lines, one string each (default: this module's logger). `command`: the command
+    line that asked for this training, kept in out_dir/command.txt (what a model card quotes)."""
     cfg = validate(cfg)
     out_dir = Path(out_dir)
     _check_out_dir(out_dir)
@@ -131,6 +132,8 @@ def train(cfg: dict, out_dir, log=logger.info, wait: bool = False, restart_on_co
         stale = remove_stale_temporaries(out_dir)
         if stale:
             log(f"removed {len(stale)} temporary file(s) of an interrupted write in {out_dir}")
+        if command is not None:
+            save_text(command + "\n", out_dir / COMMAND)
         return _train_locked(cfg, out_dir, device, data, log, restart_on_config_change, evaluate)
 
 
@@ -238,7 +241,7 @@ def _train_locked(cfg, out_dir, device, data, log, restart_on_config_change, eva
         result = evaluate_run(Denoiser.from_config(state.ema, path, cfg), cfg, history, x_test, y_test, n_params)
         save_json(result, out_dir / "metrics.json")
         tracker.summary(result)
-        if evaluate is not None:  # on the CPU, as checkpoints.load_run gives it
+        if evaluate is not None:  # on the CPU, as checkpoints.load_denoiser gives it
             evaluate(Denoiser.from_config(state.ema.cpu().eval(), path, cfg), cfg, data, tracker)
     finally:
         progress.close()

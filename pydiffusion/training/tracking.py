@@ -119,6 +119,16 @@ class Tracker:
         epochs = self.cfg["epochs"]
         self.run.log({**media, "epoch": epochs}, step=max(self.run.step, epochs + 1))
 
+    def log_model(self, folder, name: str, description: str, metadata: dict):
+        """The files of `folder` (an export) as a W&B model artifact of this run."""
+        if self.run is None:
+            return
+        import wandb
+
+        artifact = wandb.Artifact(name, type="model", description=description, metadata=metadata)
+        artifact.add_dir(str(folder))
+        self.run.log_artifact(artifact)
+
     def finish(self):
         if self.run is not None:
             self.run.finish()

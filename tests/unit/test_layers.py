@@ -10,7 +10,7 @@ PACKAGE = Path(pydiffusion.__file__).parent
 
 # each wing's rank, bottom up: a module imports its own wing and wings of a lower rank only
 RANKS = {"config": 0, "files": 0, "progress": 0, "data": 1, "diffusion": 2, "nets": 3, "checkpoints": 4,
-         "evaluation": 5, "training": 6, "reporting": 7, "ablations": 8, "cli": 9, "snakemake_script": 9}
+         "evaluation": 5, "training": 6, "runs": 7, "reporting": 8, "ablations": 9, "cli": 10, "snakemake_script": 10}
 # the diffusion math depends on nothing of the package's but config and the labels of the data
 DIFFUSION_MAY_IMPORT = {"pydiffusion.config", "pydiffusion.data.labels"}
 
@@ -113,7 +113,7 @@ def test_the_public_names_and_the_version():
     assert pydiffusion.__version__ == version("pydiffusion-mnist1d")
     for name in pydiffusion.__all__:
         assert getattr(pydiffusion, name) is not None, name
-    assert pydiffusion.load_run.__module__ == "pydiffusion.checkpoints"
+    assert pydiffusion.load_run.__module__ == "pydiffusion.runs"
     try:
         pydiffusion.no_such_name  # noqa: B018
     except AttributeError as e:

@@ -64,6 +64,12 @@ rule aggregate:
         ),
         samplers=f"{R}/samplers.json",
         guidance=f"{R}/guidance.json",
+        best_model=f"{R}/best-model/model.safetensors",
+        best_model_card=report(
+            f"{R}/best-model/README.md",
+            caption="../report/best_model.rst",
+            category="Results",
+        ),
         guidance_fig=report(
             f"{R}/figures/guidance.png",
             caption="../report/guidance.rst",
