@@ -13,7 +13,19 @@ import sys
 
 from setuptools import setup
 
+REQUIREMENTS = [
+    "numpy",
+    "mnist1d>=0.0.2",
+    "pyyaml",
+    "tqdm",
+    "wandb>=0.17",
+    "matplotlib",
+    "scipy",
+    "scikit-learn",  # its bundled 8 x 8 digits (dataset: digits)
+    "safetensors",  # exports (pydiffusion export)
+]
 ext_modules, cmdclass = [], {}
+torch_requirement = "torch>=2.4"  # a source distribution: the wheel built from it pins its own torch
 try:
     import torch
     from torch.utils.cpp_extension import CUDA_HOME, BuildExtension, CppExtension, CUDAExtension
@@ -26,6 +38,9 @@ except ImportError:
                  "    pip install torch ninja 'setuptools>=77' wheel\n"
                  "    pip install --no-build-isolation .")
 else:
+    # the kernels link against this torch's C++ ABI, so the wheel requires exactly it (pydiffusion.diffusion.ops
+    # falls back to the reference ops, with one warning, if another torch is installed anyway)
+    torch_requirement = f"torch=={torch.__version__.split('+')[0]}"
     here = os.path.dirname(os.path.abspath(__file__))
     include = [os.path.join(here, "csrc")]
     cpu_sources = [os.path.join("csrc", "ops.cpp")]
@@ -102,4 +117,4 @@ else:
 
     ext_modules, cmdclass = [ext], {"build_ext": OptionalBuild}
 
-setup(ext_modules=ext_modules, cmdclass=cmdclass)
+setup(install_requires=[torch_requirement, *REQUIREMENTS], ext_modules=ext_modules, cmdclass=cmdclass)

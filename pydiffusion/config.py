@@ -11,8 +11,9 @@ from pathlib import Path
 
 import yaml
 
+DISTRIBUTION = "pydiffusion-mnist1d"  # the name pip knows the package by
 try:  # the version of the installed package, which runs, exports and --version name
-    VERSION = version("pydiffusion-mnist1d")
+    VERSION = version(DISTRIBUTION)
 except PackageNotFoundError:  # the source tree on sys.path without an install
     VERSION = "0+unknown"
 

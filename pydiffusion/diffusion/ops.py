@@ -3,8 +3,9 @@
 The backend is the compiled extension `pydiffusion.diffusion._C` (torch.ops.pydiffusion, built from csrc/:
 "cpp" on the CPU for float32/float64, "cuda" on a GPU for float32/float64/float16/bfloat16) when it
 loads and supports the input, otherwise the pure-PyTorch reference `pydiffusion.diffusion.reference`
-("torch"). If the extension cannot be imported, importing this module warns once and every call
-uses the reference. PYDIFFUSION_BACKEND=torch forces the reference (for benchmarks and tests).
+("torch"). If the extension cannot be imported, or was built against another torch than the one installed,
+importing this module warns once and every call uses the reference.
+PYDIFFUSION_BACKEND=torch forces the reference (for benchmarks and tests).
 Trainers and samplers call only this module.
 
 Inputs: any batch shape [B, ...]; t (and s) an int or int64 [B] per-sample timesteps. Inputs
@@ -16,10 +17,13 @@ q_sample is differentiable in x0 and eps; posterior_step is not (it is a samplin
 Both ops have fake implementations, so torch.compile(fullgraph=True) traces through them.
 """
 import os
+import re
 import warnings
+from importlib.metadata import PackageNotFoundError, requires
 
 import torch
 
+from pydiffusion.config import DISTRIBUTION
 from pydiffusion.diffusion import reference
 from pydiffusion.diffusion.paths import NoisePath, unknown_prediction
 
@@ -27,8 +31,25 @@ _CPU_DTYPES = (torch.float32, torch.float64)
 _CUDA_DTYPES = (torch.float32, torch.float64, torch.float16, torch.bfloat16)
 
 
+def built_for_torch():
+    """The torch version the installed extension was compiled against: the wheel's own requirement `torch==X`
+    (setup.py pins it), or None where the package is not installed with one (a source tree on sys.path)."""
+    try:
+        requirements = requires(DISTRIBUTION) or []
+    except PackageNotFoundError:
+        return None
+    pins = [m.group(1) for r in requirements if (m := re.fullmatch(r"torch\s*==\s*([\w.]+)", r.split(";")[0].strip()))]
+    return pins[0] if pins else None
+
+
 def _load_extension() -> bool:
     if os.environ.get("PYDIFFUSION_BACKEND", "").strip().lower() == "torch":
+        return False
+    built, installed = built_for_torch(), torch.__version__.split("+")[0]
+    if built is not None and built != installed:  # its C++ ABI is torch's: loading it could crash, not just fail
+        warnings.warn(f"pydiffusion: fused kernels built for torch {built} but torch {installed} is installed; "
+                      "using the PyTorch reference ops (rebuild them: pip install --no-build-isolation --force-reinstall "
+                      "pydiffusion's source)", RuntimeWarning, stacklevel=2)
         return False
     try:
         from pydiffusion.diffusion import _C  # noqa: F401  (registers torch.ops.pydiffusion)

@@ -11,8 +11,8 @@ from pydiffusion.data.datasets import load_dataset
 from pydiffusion.evaluation.quality import compare_guidance, compare_samplers
 from pydiffusion.files import save_json, save_text
 from pydiffusion.nets.classifiers import load_classifier
-from pydiffusion.reporting.export import export_run
 from pydiffusion.nets.noisy_classifier import load_noisy_classifier
+from pydiffusion.reporting.export import export_run
 from pydiffusion.reporting.figures import guidance_plot, model_figures
 from pydiffusion.reporting.grid_figures import grid_figures
 from pydiffusion.reporting.grid_stats import best_configuration, config_name, load_runs, paired, summarize

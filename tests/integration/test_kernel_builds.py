@@ -109,6 +109,23 @@ def test_missing_extension_falls_back_with_one_warning():
     assert len(ours) == 1 and "RuntimeWarning" in ours[0] and "PyTorch reference" in ours[0], r.stderr
 
 
+def test_the_wheel_pins_the_torch_its_kernels_were_built_against():
+    from importlib.metadata import requires
+
+    built = ops.built_for_torch()
+    assert built == torch.__version__.split("+")[0]
+    assert f"torch=={built}" in requires("pydiffusion-mnist1d")
+
+
+def test_another_torch_than_the_kernels_were_built_for_falls_back_with_one_warning():
+    pretend = "import importlib.metadata as m; real = m.requires; " \
+              "m.requires = lambda d: ['torch==1.0.0' if r.startswith('torch') else r for r in real(d)]\n"
+    r = _python(pretend + FALLBACK_CHECK, PYDIFFUSION_BACKEND="")
+    assert "backend torch torch" in r.stdout
+    ours = [line for line in r.stderr.splitlines() if "fused kernels built for torch 1.0.0" in line]
+    assert len(ours) == 1 and "PyTorch reference ops" in ours[0] and "--force-reinstall" in ours[0], r.stderr
+
+
 def test_backend_env_forces_the_reference_quietly():
     r = _python(FALLBACK_CHECK, PYDIFFUSION_BACKEND="torch")
     assert "backend torch torch" in r.stdout
