@@ -4,7 +4,6 @@ export's model.safetensors and config.json).
 
 Which file holds what, and which of them are trusted on read: docs/architecture.md.
 """
-import os
 from pathlib import Path
 
 import torch
@@ -14,7 +13,7 @@ from pydiffusion.config import DEFAULTS, ConfigError, validate
 from pydiffusion.data.datasets import data_shape
 from pydiffusion.diffusion.denoiser import Denoiser
 from pydiffusion.diffusion.paths import NoisePath
-from pydiffusion.files import UnreadableFileError, UnsafeFileError, load_json, load_torch, save_torch
+from pydiffusion.files import UnreadableFileError, UnsafeFileError, load_json, load_torch, rename, save_torch
 from pydiffusion.nets.backbones import build_model
 
 # keys that only affect evaluation, sampling, tracking or where the run executes: changing them
@@ -114,10 +113,14 @@ def load_denoiser(folder) -> tuple:
     return denoiser, cfg
 
 
-def save_checkpoint(state: dict, out_dir: Path):
-    """The resumable state (CHECKPOINT_KEYS) into out_dir/checkpoint.pt, atomically."""
-    if (out_dir / CHECKPOINT).exists():  # kept until the new one is complete: a fallback if this one is ever damaged
-        os.replace(out_dir / CHECKPOINT, out_dir / PREVIOUS_CHECKPOINT)
+def save_checkpoint(state: dict, out_dir: Path, current_is_good: bool):
+    """The resumable state (CHECKPOINT_KEYS) into out_dir/checkpoint.pt, atomically and durably.
+
+    `current_is_good`: the checkpoint.pt there now was read back or written by this process. Only then does it
+    become checkpoint.prev.pt (the fallback if the new one is ever damaged); a damaged one is written over, so
+    the good checkpoint.prev.pt stays until a new checkpoint.pt is complete."""
+    if current_is_good and (out_dir / CHECKPOINT).exists():
+        rename(out_dir / CHECKPOINT, out_dir / PREVIOUS_CHECKPOINT)
     save_torch(state, out_dir / CHECKPOINT)
 
 
@@ -126,9 +129,10 @@ def _changed_keys(saved: dict, cfg: dict) -> list:
     return [k for k in sorted(set(cfg) - RESUMABLE_CHANGES) if saved.get(k, DEFAULTS.get(k)) != cfg[k]]
 
 
-def resume_state(out_dir: Path, cfg: dict, restart_on_config_change: bool, log):
-    """The newest readable checkpoint of this configuration, or None to train from scratch; `log` gets
-    what happened (a line each).
+def resume_state(out_dir: Path, cfg: dict, restart_on_config_change: bool, log) -> tuple:
+    """(the newest readable checkpoint of this configuration, or None to train from scratch; whether checkpoint.pt
+    is that checkpoint, so that save_checkpoint may keep it as the previous one). `log` gets what happened (a line
+    each).
 
     A broken checkpoint (truncated, empty, foreign) falls back to the one before it, with a
     warning; one that holds code stops the run: someone wrote it on purpose."""
@@ -148,7 +152,7 @@ def resume_state(out_dir: Path, cfg: dict, restart_on_config_change: bool, log):
         if not changed:
             if broken:
                 log(f"warning: resuming from {file.name} instead")
-            return state
+            return state, file.name == CHECKPOINT
         key = changed[0]
         if not restart_on_config_change:
             raise ConfigError(f"config key {key!r} is {cfg[key]!r} but the checkpoint {file} was trained with "
@@ -157,9 +161,9 @@ def resume_state(out_dir: Path, cfg: dict, restart_on_config_change: bool, log):
         break
     else:
         if not broken:
-            return None
+            return None, False
         raise UnreadableFileError(f"no readable checkpoint in {out_dir} ({', '.join(f.name for f in broken)} broken); "
                                   f"delete them to train from scratch")
     for file in files:
         file.unlink()
-    return None
+    return None, False

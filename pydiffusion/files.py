@@ -23,6 +23,18 @@ class UnsafeFileError(UnreadableFileError):
     """A torch file holds objects that loading would have to execute: refused, never unpickled."""
 
 
+class WriteError(OSError):
+    """An output could not be written (no permission, a read-only or full disk); nothing was left half-written."""
+
+
+# errno -> what to do about it, for WriteError
+WRITE_FAILURES = {errno.EACCES: "no permission to write there (choose a folder you can write)",
+                  errno.EPERM: "no permission to write there (choose a folder you can write)",
+                  errno.EROFS: "the file system is read-only (choose a writable folder)",
+                  errno.ENOSPC: "no space left on the device (free some space)",
+                  errno.EDQUOT: "the disk quota is exceeded (free some space)"}
+
+
 class RunLockedError(RuntimeError):
     """Another process holds the run directory."""
 
@@ -33,22 +45,58 @@ def _umask() -> int:
     return mask
 
 
-def _atomic(path, write):
-    """Write through a temporary file in the same folder, then rename it over `path`."""
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+def fsync_folder(folder):
+    """Make the renames in `folder` durable: without it a crash of the machine can undo them."""
+    fd = os.open(folder, os.O_RDONLY)
     try:
+        os.fsync(fd)
+    finally:
+        os.close(fd)
+
+
+def rename(src, dst):
+    """os.replace, durable (the folder fsynced after it)."""
+    os.replace(src, dst)
+    fsync_folder(Path(dst).parent)
+
+
+def _atomic(path, write):
+    """Write through a temporary file in the same folder, then rename it over `path` (durably). A folder that cannot
+    be written, or a full disk, is a WriteError naming the file; `path` then holds what it held before."""
+    path = Path(path)
+    tmp = None
+    try:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
         with os.fdopen(fd, "wb") as f:
             write(f)
             f.flush()
             os.fsync(f.fileno())
         os.chmod(tmp, 0o666 & ~_umask())  # mkstemp makes 0600; outputs get the usual permissions
-        os.replace(tmp, path)
-    except BaseException:
-        if os.path.exists(tmp):
+        rename(tmp, path)
+    except BaseException as e:
+        if tmp is not None and os.path.exists(tmp):
             os.unlink(tmp)
+        if isinstance(e, OSError) and e.errno in WRITE_FAILURES:
+            raise WriteError(f"cannot write {path}: {WRITE_FAILURES[e.errno]}; {path.name} keeps what it held before "
+                             f"(rerun the same command once that is fixed)") from None
         raise
+
+
+def check_writable(path, what: str):
+    """Raise WriteError now, before any work, if `path` (a file or folder to be written) could not be: a file is
+    tried in the nearest folder of it that exists."""
+    path = Path(path)
+    folder = next(p for p in (path, *path.parents) if p.exists())
+    if not folder.is_dir():
+        return  # "is under a file": the callers' own checks say that in their words
+    try:
+        fd, probe = tempfile.mkstemp(dir=folder, prefix=".pydiffusion-write-check.", suffix=".tmp")
+        os.close(fd)
+        os.unlink(probe)
+    except OSError as e:
+        why = WRITE_FAILURES.get(e.errno, e.strerror)
+        raise WriteError(f"{what} {path} cannot be written: {why}") from None
 
 
 def remove_stale_temporaries(folder) -> list:

@@ -11,7 +11,7 @@ import warnings
 
 from pydiffusion.cli import classifier, data, doctor, evaluate, export, noisy_classifier, plot, quality, sample, train
 from pydiffusion.config import VERSION, ConfigError
-from pydiffusion.files import RunLockedError, UnreadableFileError
+from pydiffusion.files import RunLockedError, UnreadableFileError, WriteError
 from pydiffusion.training.loop import TrainingError
 
 # each command is a module with HELP, add_arguments(parser) and run(args)
@@ -65,7 +65,7 @@ def main(argv=None):
     package_logger.addHandler(progress)
     try:
         return args.fn(args) or 0
-    except (ConfigError, FileNotFoundError, UnreadableFileError, RunLockedError, TrainingError) as e:
+    except (ConfigError, FileNotFoundError, UnreadableFileError, RunLockedError, TrainingError, WriteError) as e:
         print(f"pydiffusion {args.command}: error: {' '.join(str(e).split())}", file=sys.stderr)
         return 2
     except KeyboardInterrupt:

@@ -211,7 +211,7 @@ def _train_locked(cfg, out_dir, device, data, log, restart_on_config_change, eva
     n_params = count_parameters(model)
 
     history, step, start_epoch = [], 0, 0
-    ckpt = resume_state(out_dir, cfg, restart_on_config_change, log)
+    ckpt, checkpoint_is_good = resume_state(out_dir, cfg, restart_on_config_change, log)
     if ckpt is not None:
         state.load(ckpt)
         history, step, start_epoch = ckpt["history"], ckpt["step"], ckpt["epoch"]
@@ -234,7 +234,8 @@ def _train_locked(cfg, out_dir, device, data, log, restart_on_config_change, eva
             tracker.log(rec, step=epoch + 1)
             progress.update(rec)
             if (epoch + 1) % cfg["checkpoint_every"] == 0 or epoch + 1 == cfg["epochs"]:
-                save_checkpoint(state.checkpoint(cfg, history, step, epoch + 1), out_dir)
+                save_checkpoint(state.checkpoint(cfg, history, step, epoch + 1), out_dir, checkpoint_is_good)
+                checkpoint_is_good = True
             save_json(history, out_dir / "history.json")
         save_torch({"config": cfg, "ema": state.ema.state_dict(), "history": history, "epoch": cfg["epochs"]},
                    out_dir / MODEL)

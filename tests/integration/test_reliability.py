@@ -140,6 +140,40 @@ def test_a_damaged_checkpoint_falls_back_to_the_one_before_and_resumes_exactly(t
     assert without_timings(resumed) == without_timings(straight)
 
 
+def test_a_damaged_checkpoint_never_displaces_the_good_one_before_it(tmp_path, tiny_cfg, monkeypatch):
+    """Resumed from checkpoint.prev.pt past a damaged checkpoint.pt, a kill during the first save must leave the good
+    checkpoint.prev.pt: the damaged file is written over, not rotated over it."""
+    cfg = validate({**tiny_cfg, "epochs": 3, "checkpoint_every": 1})
+    straight = train(cfg, tmp_path / "straight", log=QUIET)
+    def crash_in_epoch_3(line):
+        if line.startswith("epoch 3:"):
+            raise KeyboardInterrupt
+
+    two = tmp_path / "two"  # checkpoint.pt of epoch 2, checkpoint.prev.pt of epoch 1
+    with pytest.raises(KeyboardInterrupt):
+        train(cfg, two, log=crash_in_epoch_3)
+    run = tmp_path / "run"
+    run.mkdir()
+    for name in ("config.yaml", "history.json", "checkpoint.prev.pt"):
+        shutil.copy(two / name, run / name)
+    good_prev = (run / "checkpoint.prev.pt").read_bytes()
+    (run / "checkpoint.pt").write_bytes((two / "checkpoint.pt").read_bytes()[:1000])
+
+    def killed(state, path):  # the process dies while the new checkpoint is being written
+        raise KeyboardInterrupt
+
+    monkeypatch.setattr("pydiffusion.checkpoints.save_torch", killed)
+    with pytest.raises(KeyboardInterrupt):
+        train(cfg, run, log=QUIET)
+    monkeypatch.undo()
+    assert (run / "checkpoint.prev.pt").read_bytes() == good_prev
+    lines = []
+    resumed = train(cfg, run, log=lines.append)
+    assert any("resuming from checkpoint.prev.pt instead" in line for line in lines)
+    assert without_timings(resumed) == without_timings(straight), "the run resumed from epoch 1 as if never hit"
+    assert torch.load(run / "checkpoint.prev.pt", weights_only=True)["epoch"] == 2, "rotation goes on once it is good"
+
+
 @pytest.mark.parametrize("damage", ["empty", "truncated", "random"])
 def test_no_readable_checkpoint_is_one_line_naming_the_files(tmp_path, trained, damage):
     run = tmp_path / "run"
