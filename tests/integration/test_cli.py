@@ -10,7 +10,7 @@ import torch
 import yaml
 from PIL import Image
 
-from pydiffusion.checkpoints import load_run
+from pydiffusion.checkpoints import load_denoiser
 from pydiffusion.cli import main as cli
 from pydiffusion.config import validate
 from pydiffusion.diffusion.samplers import SAMPLERS, draw_class_samples
@@ -157,7 +157,7 @@ def test_sample_defaults_come_from_the_run_config(sampled_run, tmp_path, main):
     s = torch.load(tmp_path / "s.pt", weights_only=True)
     assert {k: s[k] for k in ("sampler", "steps", "eta", "guidance", "seed")} == {
         "sampler": "dpmpp_2m", "steps": 5, "eta": 0.0, "guidance": 2.0, "seed": 0}
-    denoiser, _ = load_run(sampled_run)
+    denoiser, _ = load_denoiser(sampled_run)
     x, y = draw_class_samples(denoiser, 20, "dpmpp_2m", 5, 0.0, 2.0, seed=0)
     assert torch.equal(s["x"], x) and torch.equal(s["y"], y) and x.shape == (20, 40)
 

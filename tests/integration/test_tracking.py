@@ -11,12 +11,15 @@ import pytest
 import torch
 import wandb
 import yaml
+from helpers.runs import made_up_run
 from PIL import Image
 from wandb.proto import wandb_internal_pb2
 
 from pydiffusion.checkpoints import RESUMABLE_CHANGES
 from pydiffusion.config import ConfigError, validate
+from pydiffusion.files import save_torch
 from pydiffusion.nets.classifiers import Classifier, save_classifier
+from pydiffusion.reporting.export import export_run
 from pydiffusion.reporting.figures import samples_grid
 from pydiffusion.training.tracking import Tracker, log_quality, resolve_mode
 
@@ -176,3 +179,19 @@ def test_quality_and_samples_reach_the_training_run_and_the_key_is_written_nowhe
 
     leaked = [p for p in run.rglob("*") if p.is_file() and FAKE_KEY.encode() in p.read_bytes()]
     assert not leaked, f"the API key is in {leaked}"
+
+
+def test_an_export_of_a_tracked_run_is_logged_as_its_model_artifact(tmp_path):
+    run_dir = made_up_run(tmp_path, "implicit", seed=0, model=True)
+    state = torch.load(run_dir / "model.pt", weights_only=True)
+    state["config"]["wandb_mode"] = "offline"
+    save_torch(state, run_dir / "model.pt")
+    Tracker(validate(state["config"]), run_dir).finish()  # as training leaves it: wandb_id.txt and its first folder
+    export_run(run_dir, tmp_path / "export")
+    wandb.teardown()
+    by_kind = folders(run_dir)[-1][1]
+    [record] = by_kind["artifact"]
+    artifact = record.artifact
+    assert artifact.type == "model" and artifact.name == "model-mse-gaussian-implicit-seed0"
+    assert {entry.path for entry in artifact.manifest.contents} == {p.name for p in (tmp_path / "export").iterdir()}
+    assert json.loads(artifact.metadata)["test_mse_forward"] == 1.0

@@ -6,7 +6,7 @@ import pytest
 import torch
 from helpers.timings import without_timings
 
-from pydiffusion.checkpoints import load_run
+from pydiffusion.checkpoints import load_denoiser
 from pydiffusion.config import validate
 from pydiffusion.diffusion.denoiser import Denoiser
 from pydiffusion.diffusion.paths import NoisePath
@@ -158,12 +158,12 @@ def test_gradient_accumulation_trains(tmp_path, tiny_cfg):
     assert history[-1]["loss"] < history[0]["loss"] and m["epochs"] == 2
 
 
-def test_default_unet_size_and_load_run(tmp_path, tiny_cfg):
+def test_default_unet_size_and_load_denoiser(tmp_path, tiny_cfg):
     n = count_parameters(build_model(validate({})))
     assert 350_000 < n < 650_000, f"the default UNet should have about 0.5M parameters, has {n}"
     train(validate({**tiny_cfg, "epochs": 1}), tmp_path, log=_quiet)
-    denoiser, cfg = load_run(tmp_path)
+    denoiser, cfg = load_denoiser(tmp_path)
     assert not denoiser.model.training and denoiser.path.T == cfg["T"] == 20
     assert (denoiser.prediction, denoiser.clip) == (cfg["prediction"], cfg["clip"])
     with pytest.raises(FileNotFoundError, match="train first"):
-        load_run(tmp_path / "nothing")
+        load_denoiser(tmp_path / "nothing")
