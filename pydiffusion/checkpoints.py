@@ -13,7 +13,15 @@ from pydiffusion.config import DEFAULTS, ConfigError, validate
 from pydiffusion.data.datasets import data_shape
 from pydiffusion.diffusion.denoiser import Denoiser
 from pydiffusion.diffusion.paths import NoisePath
-from pydiffusion.files import UnreadableFileError, UnsafeFileError, load_json, load_torch, rename, save_torch
+from pydiffusion.files import (
+    UnreadableFileError,
+    UnsafeFileError,
+    build_and_load,
+    load_json,
+    load_torch,
+    rename,
+    save_torch,
+)
 from pydiffusion.nets.backbones import build_model
 
 # keys that only affect evaluation, sampling, tracking or where the run executes: changing them
@@ -96,13 +104,8 @@ def build_denoiser(state: dict, source) -> tuple:
         cfg = validate(state["config"])
     except ConfigError as e:
         raise UnreadableFileError(f"{source}: its config is refused ({e}); retrain or export it again") from None
-    model = build_model(cfg, data_shape(cfg["dataset"]))
-    try:
-        model.load_state_dict(state["ema"])
-    except (RuntimeError, TypeError) as e:  # missing or unexpected keys, wrong shapes
-        why = " ".join(str(e).split())
-        raise UnreadableFileError(f"{source}: its weights do not fit its config ({why[:200]}); retrain or export "
-                                  f"it again") from None
+    model = build_and_load(lambda: build_model(cfg, data_shape(cfg["dataset"])), state["ema"], str(source),
+                           "retrain or export it again")
     return Denoiser.from_config(model.eval(), NoisePath(cfg["noise"], cfg["T"], cfg["schedule"]), cfg), cfg
 
 

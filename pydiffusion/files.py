@@ -153,6 +153,28 @@ def load_torch(path, what: str, fix: str):
         raise UnreadableFileError(f"{what} {path} {why}; {fix}") from None
 
 
+def build_and_load(build, state_dict, what: str, fix: str):
+    """build() -> a module, with the weights `state_dict` of a file loaded into it, strictly. An architecture the code
+    does not build, weights that do not fit it and non-finite weights are each an UnreadableFileError: `what` names
+    the file, `fix` says what to do."""
+    try:
+        model = build()
+    except (TypeError, ValueError) as e:  # an unknown or bad architecture key
+        raise UnreadableFileError(f"{what}: its architecture is not one this code builds ({' '.join(str(e).split())}); "
+                                  f"{fix}") from None
+    if not isinstance(state_dict, dict):
+        raise UnreadableFileError(f"{what} holds no weights; {fix}")
+    try:
+        model.load_state_dict(state_dict)
+    except (RuntimeError, TypeError, AttributeError) as e:  # missing or unexpected keys, wrong shapes, not tensors
+        raise UnreadableFileError(f"{what}: its weights do not fit its architecture ({' '.join(str(e).split())[:200]}); "
+                                  f"{fix}") from None
+    bad = next((k for k, v in model.state_dict().items() if v.is_floating_point() and not torch.isfinite(v).all()), None)
+    if bad is not None:
+        raise UnreadableFileError(f"{what} holds non-finite weights (NaN or inf in {bad}); {fix}")
+    return model
+
+
 def load_json(path, what: str, fix: str):
     path = Path(path)
     if not path.is_file():

@@ -3,6 +3,7 @@ ConfigError, one line naming the option."""
 from pathlib import Path
 
 from pydiffusion.config import CHOICES, MNIST1D, ConfigError
+from pydiffusion.files import check_writable
 
 
 def add_dataset_arguments(parser):
@@ -14,7 +15,7 @@ def add_dataset_arguments(parser):
 
 
 def check_out_file(out, suffixes, flag="--out") -> Path:
-    """An output file name: one of `suffixes`, not a directory, not under a file."""
+    """An output file name: one of `suffixes`, not a directory, not under a file, in a folder that can be written."""
     out = Path(out)
     if out.is_dir():
         raise ConfigError(f"{flag} {out} is a directory; give a file name ending in {' or '.join(suffixes)}")
@@ -25,4 +26,5 @@ def check_out_file(out, suffixes, flag="--out") -> Path:
             if not parent.is_dir():
                 raise ConfigError(f"{flag} {out} is under {parent}, which is a file; choose another {flag}")
             break
+    check_writable(out, flag)
     return out

@@ -8,6 +8,7 @@ so this module imports torch (and files.py, which imports torch) only where it b
 """
 import codecs
 import gzip
+import math
 import os
 import pickle
 import struct
@@ -124,7 +125,7 @@ def read_idx(path: Path, dims: int) -> np.ndarray:
         raise UnreadableFileError(f"IDX file {path} does not start with the magic number of a {dims}-dimensional IDX "
                                   f"file of unsigned bytes (00 00 08 {dims:02x}, got {raw[:4].hex(' ')}); {fix}")
     shape = struct.unpack(f">{dims}I", raw[4:header])
-    if len(raw) != header + int(np.prod(shape)):
+    if len(raw) != header + math.prod(shape):  # Python integers: a forged header cannot overflow int64
         raise UnreadableFileError(f"IDX file {path} holds {len(raw) - header} bytes of data, but its header says "
                                   f"{' x '.join(map(str, shape))}; {fix}")
     return np.frombuffer(raw, np.uint8, offset=header).reshape(shape)

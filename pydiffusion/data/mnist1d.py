@@ -10,7 +10,7 @@ import numpy as np
 import torch
 
 from pydiffusion.data.labels import NUM_CLASSES
-from pydiffusion.files import UnreadableFileError, load_torch, save_torch
+from pydiffusion.files import UnreadableFileError, WriteError, load_torch, save_torch
 
 SIGNAL_LENGTH = 40
 _SPLITS = ("x", "y", "x_test", "y_test")
@@ -32,8 +32,8 @@ def load_mnist1d(cache_dir=None):
 
     Generated with mnist1d.data.make_dataset (never downloaded) and cached in a file keyed by
     the generation arguments; a damaged cache file (truncated, foreign, holding code) is never
-    unpickled but generated again. mnist1d reseeds the global numpy and random RNGs; their states
-    are restored so the caller's randomness is untouched.
+    unpickled but generated again; a cache folder that cannot be written is a warning. mnist1d reseeds the
+    global numpy and random RNGs; their states are restored so the caller's randomness is untouched.
     """
     args, key_args = _generation_args()
     key = hashlib.sha256(json.dumps(key_args, sort_keys=True).encode()).hexdigest()[:16]
@@ -63,7 +63,11 @@ def load_mnist1d(cache_dir=None):
             "y_test": torch.from_numpy(raw["y_test"]).long(),
             "args": key_args,
         }
-        save_torch(d, path)
+        try:
+            save_torch(d, path)
+        except WriteError as e:  # a cache is only a cache: this process has the data
+            warnings.warn(f"MNIST-1D is not cached ({e}); set data_cache or PYDIFFUSION_CACHE to a writable folder "
+                          f"to keep it", stacklevel=2)
     return tuple(d[k] for k in _SPLITS)
 
 

@@ -20,7 +20,7 @@ from torch import nn
 from pydiffusion.config import MNIST1D
 from pydiffusion.data.labels import NUM_CLASSES
 from pydiffusion.data.mnist1d import SIGNAL_LENGTH
-from pydiffusion.files import UnreadableFileError, load_torch, save_torch
+from pydiffusion.files import UnreadableFileError, build_and_load, load_torch, save_torch
 
 logger = logging.getLogger(__name__)
 
@@ -196,10 +196,13 @@ def load_classifier(path, dataset=None):
     if not isinstance(d, dict) or not {"state_dict", "test_acc", "arch"} <= set(d) or not isinstance(d["arch"], dict) \
             or d["arch"].get("name", "cnn") not in CLASSIFIERS:
         raise UnreadableFileError(f"classifier {path} is not a pydiffusion classifier; {fix}")
+    if "path" in d:  # what save_noisy_classifier writes
+        raise UnreadableFileError(f"classifier {path} is a noise-aware classifier (from `pydiffusion noisy-classifier`, "
+                                  f"for --noisy-classifier), not a reference classifier; {fix}")
     trained_on = d.get("dataset", MNIST1D)
     if dataset is not None and trained_on != dataset:
         raise UnreadableFileError(f"classifier {path} was trained on {trained_on}, the run uses {dataset}; {fix}")
     arch = dict(d["arch"])
-    model = CLASSIFIERS[arch.pop("name", "cnn")][0](**arch)
-    model.load_state_dict(d["state_dict"])
+    build = CLASSIFIERS[arch.pop("name", "cnn")][0]
+    model = build_and_load(lambda: build(**arch), d["state_dict"], f"classifier {path}", fix)
     return model.eval(), d["test_acc"]

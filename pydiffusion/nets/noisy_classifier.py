@@ -16,7 +16,7 @@ from pydiffusion.data.labels import NUM_CLASSES
 from pydiffusion.data.mnist1d import SIGNAL_LENGTH
 from pydiffusion.diffusion import ops
 from pydiffusion.diffusion.paths import NoisePath
-from pydiffusion.files import UnreadableFileError, load_torch, save_torch
+from pydiffusion.files import UnreadableFileError, build_and_load, load_torch, save_torch
 from pydiffusion.nets.backbones import timestep_embedding
 from pydiffusion.nets.classifiers import fit
 
@@ -112,6 +112,7 @@ def load_noisy_classifier(file, path: NoisePath, dataset=MNIST1D):
     if d.get("dataset", MNIST1D) != dataset:
         raise UnreadableFileError(f"noisy classifier {file} was trained on {d.get('dataset', 'mnist1d')}, the run uses "
                                   f"{dataset}; {fix}")
-    model = NoisyClassifier(**d["arch"])
-    model.load_state_dict(d["state_dict"])
+    if not isinstance(d["arch"], dict):
+        raise UnreadableFileError(f"{file} is not a pydiffusion noisy classifier; {fix}")
+    model = build_and_load(lambda: NoisyClassifier(**d["arch"]), d["state_dict"], f"noisy classifier {file}", fix)
     return model.eval()

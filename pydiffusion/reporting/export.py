@@ -20,7 +20,7 @@ from pydiffusion.config import VERSION, ConfigError
 from pydiffusion.data.datasets import DESCRIPTIONS, MissingDataError, check_files, load_dataset
 from pydiffusion.data.labels import NUM_CLASSES
 from pydiffusion.evaluation.quality import quality_settings
-from pydiffusion.files import save_bytes, save_json, save_text
+from pydiffusion.files import check_writable, save_bytes, save_json, save_text
 from pydiffusion.nets.backbones import count_parameters
 from pydiffusion.reporting.figures import samples_grid
 from pydiffusion.reporting.grid_stats import METRICS
@@ -51,6 +51,7 @@ def check_export_folder(out) -> Path:
         raise ConfigError(f"--out {out} is a file; give a folder for the export")
     if out.is_dir() and any(out.iterdir()) and not is_export(out):
         raise ConfigError(f"--out {out} holds other files; give a new or empty folder (or an earlier export)")
+    check_writable(out, "--out")
     return out
 
 

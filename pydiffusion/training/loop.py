@@ -27,7 +27,7 @@ from pydiffusion.data.mnist1d import train_subset
 from pydiffusion.diffusion.denoiser import Denoiser
 from pydiffusion.diffusion.paths import NoisePath
 from pydiffusion.evaluation import metrics
-from pydiffusion.files import RunLock, remove_stale_temporaries, save_json, save_text, save_torch
+from pydiffusion.files import RunLock, check_writable, remove_stale_temporaries, save_json, save_text, save_torch
 from pydiffusion.nets.backbones import build_model, count_parameters
 from pydiffusion.training.tracking import Tracker
 from pydiffusion.training.trainers import build_trainer
@@ -68,7 +68,8 @@ def _check_out_dir(out_dir: Path):
             if not parent.is_dir():
                 where = "is" if parent == out_dir else f"is under {parent}, which is"
                 raise ConfigError(f"--out {out_dir} {where} a file, not a directory; choose another --out")
-            return
+            break
+    check_writable(out_dir, "--out")
 
 
 def training_signals(cfg: dict, x, y):

@@ -236,12 +236,29 @@ def test_a_second_trainer_waits_for_the_first_and_then_resumes(tmp_path, trained
 
 # ---- W&B: experiments go on without it -----------------------------------------------------------
 
-def test_unreachable_wandb_server_falls_back_to_offline(tmp_path):
+def test_unreachable_wandb_server_falls_back_to_offline_within_seconds(tmp_path):
+    import socket
+
+    with socket.socket() as closed:  # a local port that nothing listens on
+        closed.bind(("127.0.0.1", 0))
+        port = closed.getsockname()[1]
     out = tmp_path / "run"
-    r = run_cli("train", "--out", out, "--set", "epochs=1", "channels=16", "emb_dim=32", "threads=1", "batch_size=256",
-                "wandb_mode=online",
-                env={"WANDB_API_KEY": "0" * 40, "WANDB_BASE_URL": "http://127.0.0.1:9", "WANDB_INIT_TIMEOUT": "5"})
-    assert r.returncode == 0, r.stderr
+    env = {k: v for k, v in os.environ.items() if k != "WANDB_INIT_TIMEOUT"}  # the project's default wait
+    proc = subprocess.Popen([sys.executable, "-m", "pydiffusion.cli.main", "train", "--out", str(out), "--set",
+                             "epochs=1", "channels=16", "emb_dim=32", "threads=1", "batch_size=256", "wandb_mode=online"],
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+                            env={**env, "WANDB_API_KEY": "0" * 40, "WANDB_BASE_URL": f"http://127.0.0.1:{port}"})
+    seen = {}  # when the line before W&B starts (the model's size) and the first epoch's line came
+    for line in proc.stdout:
+        for key, mark in (("start", "parameters;"), ("epoch", "epoch 1:")):
+            if mark in line:
+                seen.setdefault(key, time.monotonic())
+    stderr = proc.stderr.read()
+    assert proc.wait(timeout=600) == 0, stderr
+    r = subprocess.CompletedProcess(proc.args, 0, "", stderr)
+    epoch_s = json.loads((out / "history.json").read_text())[0]["time_s"]
+    waited = seen["epoch"] - seen["start"] - epoch_s
+    assert waited < 25, f"the unreachable server held training up for {waited:.0f} s"
     assert "pydiffusion: warning: W&B is unreachable" in r.stderr and "Traceback" not in r.stderr
     assert (out / "metrics.json").exists() and list((out / "wandb").glob("offline-run-*"))
     assert "0" * 40 not in "".join(p.read_text(errors="ignore") for p in out.rglob("*") if p.is_file()
