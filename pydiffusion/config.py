@@ -103,6 +103,8 @@ CHOICES = {
 
 # seeds feed torch.Generator.manual_seed (64 bits) after small offsets
 MAX_SEED = 2**63
+MAX_GUIDANCE = 100.0  # guidance scales in use are 0-10; beyond 100 every sample sits at the clip
+MAX_SAMPLES = 100_000  # samples in one call: one batch, so memory grows with it
 
 # key -> (predicate, description of the valid values)
 CHECKS = {
@@ -131,8 +133,10 @@ CHECKS = {
                        "a non-empty list of timesteps in [1, T]"),
     "sample_steps": (lambda v: v >= 1, "an integer >= 1 (at most T)"),
     "eta": (lambda v: 0 <= v <= 1, "in [0, 1]"),
-    "guidance": (lambda v: v >= 0, ">= 0 (1 = conditional, 0 = unconditional)"),
-    "n_samples": (lambda v: v >= 1, "an integer >= 1"),
+    "guidance": (lambda v: 0 <= v <= MAX_GUIDANCE, f"in [0, {MAX_GUIDANCE}] (1 = conditional, 0 = unconditional; "
+                                                    f"larger scales only saturate the samples)"),
+    "n_samples": (lambda v: 1 <= v <= MAX_SAMPLES, f"an integer in [1, {MAX_SAMPLES:,}] (draw more in several calls "
+                                                   f"with different seeds)"),
     "wandb_entity": (lambda v: v is None or v.strip() != "", "a W&B user or team name, or null for your default entity"),
     **{k: (lambda v: v >= 0, ">= 0") for k in ("w_forward", "w_inverse", "w_rt_fi", "w_rt_if", "w_consistency")},
 }
@@ -201,6 +205,12 @@ def check_value(name: str, key: str, value):
     valid, description = CHECKS[key]
     if not valid(value):
         raise ConfigError(f"{name} is {value}; it must be {description}")
+
+
+def check_classifier_scale(name: str, value):
+    """A classifier-guidance scale: a finite number in [0, MAX_GUIDANCE]."""
+    if not (isinstance(value, (int, float)) and not isinstance(value, bool) and 0 <= value <= MAX_GUIDANCE):
+        raise ConfigError(f"{name} is {value}; it must be a number in [0, {MAX_GUIDANCE:g}] (0 = no classifier guidance)")
 
 
 def parse_overrides(pairs) -> dict:

@@ -11,6 +11,7 @@ import warnings
 
 from pydiffusion.cli import classifier, data, doctor, evaluate, export, noisy_classifier, plot, quality, sample, train
 from pydiffusion.config import VERSION, ConfigError
+from pydiffusion.diffusion.ops import requested_backend
 from pydiffusion.files import RunLockedError, UnreadableFileError, WriteError
 from pydiffusion.training.loop import TrainingError
 
@@ -64,6 +65,7 @@ def main(argv=None):
     package_logger.setLevel(logging.INFO)
     package_logger.addHandler(progress)
     try:
+        requested_backend()  # an unknown PYDIFFUSION_BACKEND stops every command before any work
         return args.fn(args) or 0
     except (ConfigError, FileNotFoundError, UnreadableFileError, RunLockedError, TrainingError, WriteError) as e:
         print(f"pydiffusion {args.command}: error: {' '.join(str(e).split())}", file=sys.stderr)

@@ -3,11 +3,12 @@ samples (pydiffusion/evaluation/quality.py). Every bad value is a ConfigError (o
 work."""
 from pydiffusion.checkpoints import load_denoiser
 from pydiffusion.cli.options import check_out_file
-from pydiffusion.config import MAX_SEED, ConfigError
+from pydiffusion.config import MAX_SAMPLES, MAX_SEED, ConfigError
 from pydiffusion.data.datasets import load_dataset
 from pydiffusion.evaluation.quality import evaluate_quality
 from pydiffusion.files import save_json
 from pydiffusion.nets.classifiers import classifier_name, load_classifier
+from pydiffusion.runs import check_memory
 from pydiffusion.training.tracking import log_quality
 
 HELP = "sample quality of a run: accuracy, FD-1D and its floor, coverage, copying"
@@ -36,9 +37,9 @@ def load_classifiers(paths, dataset) -> list:
 
 
 def check_quality_options(n, draws, seed=0, n_flag="--n", draws_flag="--draws"):
-    if n < 10 or draws < 1 or not 0 <= seed < MAX_SEED:
-        raise ConfigError(f"need {n_flag} >= 10 (samples per measurement), {draws_flag} >= 1 and --seed in [0, 2**63); "
-                          f"got {n}, {draws} and {seed}")
+    if not 10 <= n <= MAX_SAMPLES or draws < 1 or not 0 <= seed < MAX_SEED:
+        raise ConfigError(f"need {n_flag} in [10, {MAX_SAMPLES:,}] (samples per measurement), {draws_flag} >= 1 and "
+                          f"--seed in [0, 2**63); got {n}, {draws} and {seed}")
 
 
 def print_quality(q, wrote):
@@ -50,6 +51,7 @@ def run(args):
     check_out_file(args.out, (".json",))
     check_quality_options(args.n, args.draws, args.seed)
     denoiser, cfg = load_denoiser(args.run)
+    check_memory(cfg, denoiser.model.sample_shape, args.n, 1)
     first, *more = load_classifiers(args.classifier, cfg["dataset"])
     data = load_dataset(cfg["dataset"], cfg["data_dir"], cfg["data_cache"])
     q = evaluate_quality(denoiser, cfg, first, data, n=args.n, seed=args.seed,

@@ -9,7 +9,7 @@ import time
 from pathlib import Path
 
 from pydiffusion.cli.options import check_out_file
-from pydiffusion.config import CHOICES, ConfigError, check_value
+from pydiffusion.config import CHOICES, ConfigError, check_classifier_scale, check_value
 from pydiffusion.data.labels import NUM_CLASSES
 from pydiffusion.diffusion.samplers import timesteps_for
 from pydiffusion.files import save_npy, save_torch
@@ -74,10 +74,10 @@ def run(args):
     out = check_out_file(args.out, OUT_SUFFIXES)
     gif = None if args.trajectory is None else check_out_file(args.trajectory, (".gif",), "--trajectory")
     for flag, key, value in (("--n", "n_samples", args.n), ("--steps", "sample_steps", args.steps), ("--eta", "eta", args.eta),
-                             ("--guidance", "guidance", args.guidance), ("--seed", "seed", args.seed),
-                             ("--classifier-scale", "guidance", args.classifier_scale)):
+                             ("--guidance", "guidance", args.guidance), ("--seed", "seed", args.seed)):
         if value is not None:
             check_value(flag, key, value)
+    check_classifier_scale("--classifier-scale", args.classifier_scale)
     if args.classifier_scale > 0 and args.noisy_classifier is None:
         raise ConfigError("--classifier-scale needs --noisy-classifier FILE (train one with `pydiffusion noisy-classifier`)")
     if args.label is not None and not 0 <= args.label < NUM_CLASSES:

@@ -6,12 +6,12 @@ from pathlib import Path
 
 from pydiffusion.cli.quality import check_quality_options, load_classifiers, print_quality
 from pydiffusion.cli.sample import track_samples, write_samples
-from pydiffusion.config import ConfigError, load_config
-from pydiffusion.data.datasets import check_files
+from pydiffusion.config import check_value, load_config
+from pydiffusion.data.datasets import check_files, data_shape
 from pydiffusion.diffusion.samplers import draw_class_samples
 from pydiffusion.evaluation.quality import evaluate_quality
 from pydiffusion.files import save_json
-from pydiffusion.runs import sample_settings, train
+from pydiffusion.runs import check_memory, sample_settings, train
 
 HELP = "train one configuration (resumes from OUT/checkpoint.pt)"
 
@@ -61,8 +61,11 @@ def run(args):
     if args.classifier:
         check_quality_options(args.quality_samples, args.quality_draws, n_flag="--quality-samples",
                               draws_flag="--quality-draws")
-        if args.samples is not None and args.samples < 1:
-            raise ConfigError(f"need --samples >= 1; got {args.samples}")
+        if args.samples is not None:
+            check_value("--samples", "n_samples", args.samples)
+        shape = data_shape(cfg["dataset"])
+        check_memory(cfg, shape, args.quality_samples, 1)
+        check_memory(cfg, shape, cfg["n_samples"] if args.samples is None else args.samples, cfg["sample_steps"] + 1)
         classifiers = load_classifiers(args.classifier, cfg["dataset"])  # a bad file stops the run before any training
 
         def evaluate(denoiser, cfg, data, tracker):

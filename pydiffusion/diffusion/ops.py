@@ -5,7 +5,8 @@ The backend is the compiled extension `pydiffusion.diffusion._C` (torch.ops.pydi
 loads and supports the input, otherwise the pure-PyTorch reference `pydiffusion.diffusion.reference`
 ("torch"). If the extension cannot be imported, or was built against another torch than the one installed,
 importing this module warns once and every call uses the reference.
-PYDIFFUSION_BACKEND=torch forces the reference (for benchmarks and tests).
+PYDIFFUSION_BACKEND=torch forces the reference (for benchmarks and tests); another name than auto or torch is
+refused (a ConfigError at the first op, and before any work in the commands).
 Trainers and samplers call only this module.
 
 Inputs: any batch shape [B, ...]; t (and s) an int or int64 [B] per-sample timesteps. Inputs
@@ -13,7 +14,8 @@ that are not contiguous are copied (handled, not rejected); outputs are contiguo
 (mismatched shapes, dtypes or devices, timesteps outside [0, T], s >= t, an empty batch) raises
 RuntimeError, from the extension or, on the reference path, from the same checks in Python
 (ValueError for an unknown prediction or a non-integer t).
-q_sample is differentiable in x0 and eps; posterior_step is not (it is a sampling step).
+q_sample is differentiable in x0 and eps (the kernels have its backward); posterior_step is differentiable in x_t,
+out and z, a step that needs a gradient taking the reference (the kernels serve the sampling steps, under no_grad).
 Both ops have fake implementations, so torch.compile(fullgraph=True) traces through them.
 """
 import os
@@ -23,7 +25,7 @@ from importlib.metadata import PackageNotFoundError, requires
 
 import torch
 
-from pydiffusion.config import DISTRIBUTION
+from pydiffusion.config import DISTRIBUTION, ConfigError
 from pydiffusion.diffusion import reference
 from pydiffusion.diffusion.paths import NoisePath, unknown_prediction
 
@@ -42,9 +44,24 @@ def built_for_torch():
     return pins[0] if pins else None
 
 
+BACKEND_CHOICES = ("", "auto", "torch")  # PYDIFFUSION_BACKEND: unset or auto, the kernels where they serve; torch
+
+
+def requested_backend() -> str:
+    """PYDIFFUSION_BACKEND, checked: an unknown name is a ConfigError naming the valid ones."""
+    name = os.environ.get("PYDIFFUSION_BACKEND", "").strip().lower()
+    if name not in BACKEND_CHOICES:
+        raise ConfigError(f"PYDIFFUSION_BACKEND is {name!r}; unset it (or auto) for the fused kernels where they serve, "
+                          f"or set torch for the PyTorch reference")
+    return name
+
+
 def _load_extension() -> bool:
-    if os.environ.get("PYDIFFUSION_BACKEND", "").strip().lower() == "torch":
-        return False
+    try:
+        if requested_backend() == "torch":
+            return False
+    except ConfigError:
+        return False  # every op call raises it (check_backend): nothing runs on a backend nobody asked for
     built, installed = built_for_torch(), torch.__version__.split("+")[0]
     if built is not None and built != installed:  # its C++ ABI is torch's: loading it could crash, not just fail
         warnings.warn(f"pydiffusion: fused kernels built for torch {built} but torch {installed} is installed; "
@@ -83,6 +100,7 @@ if _EXT:
 
 def backend(device="cpu", dtype=torch.float32) -> str:
     """"cuda" or "cpp" when the compiled op serves tensors of this device and dtype, else "torch"."""
+    requested_backend()
     kind = torch.device(device).type
     if _EXT and kind == "cpu" and dtype in _CPU_DTYPES:
         return "cpp"
@@ -150,7 +168,8 @@ def q_sample(x0: torch.Tensor, eps: torch.Tensor, t, path: NoisePath) -> torch.T
 
 
 def posterior_step(x_t, out, t, s, path: NoisePath, z, eta: float = 0.0, prediction: str = "eps", clip: float = 5.0):
-    """Reverse step t -> s < t from the network output; returns (x_s, x0_hat). Not differentiable.
+    """Reverse step t -> s < t from the network output; returns (x_s, x0_hat). Differentiable in x_t, out and z
+    (through the reference: the kernels serve steps that need no gradient, which sampling's are).
 
     eta = 1 with s = t - 1 is DDPM ancestral sampling, eta = 0 is DDIM; z is the noise (an input,
     so the step is deterministic). x0_hat is clamped to [-clip, clip] (clip = 0 disables it).
@@ -160,7 +179,10 @@ def posterior_step(x_t, out, t, s, path: NoisePath, z, eta: float = 0.0, predict
         raise unknown_prediction(prediction, reference.PREDICTION_CODES, hint)
     a, sig = _tables(path, x_t)
     t, s = _timesteps(t, x_t), _timesteps(s, x_t, "s")
-    if backend(x_t.device, x_t.dtype) != "torch":
+    # the kernels have no backward: a step differentiated through (guidance research, distillation) takes the
+    # reference, whose autograd gives the gradients
+    needs_grad = torch.is_grad_enabled() and any(v.requires_grad for v in (x_t, out, z))
+    if not needs_grad and backend(x_t.device, x_t.dtype) != "torch":
         return torch.ops.pydiffusion.posterior_step(x_t, out, t, s, a, sig, z, float(eta),
                                                     reference.PREDICTION_CODES[prediction], float(clip))
     if not 0.0 <= eta <= 1.0:

@@ -4,6 +4,7 @@ nothing left behind."""
 import json
 import os
 import shutil
+import struct
 import subprocess
 import sys
 import threading
@@ -14,12 +15,16 @@ from pathlib import Path
 import pytest
 import torch
 import yaml
+from helpers.image_files import write_idx_set
 from helpers.timings import without_timings
 
 from pydiffusion.cli import main as cli
 from pydiffusion.config import validate
+from pydiffusion.data.datasets import IDX_FILES
+from pydiffusion.diffusion.paths import NoisePath
 from pydiffusion.files import RunLock, UnreadableFileError
 from pydiffusion.nets.classifiers import Classifier, save_classifier
+from pydiffusion.nets.noisy_classifier import NoisyClassifier, save_noisy_classifier
 from pydiffusion.reporting.grid_stats import load_runs
 from pydiffusion.training.loop import train
 
@@ -265,6 +270,73 @@ def test_unreachable_wandb_server_falls_back_to_offline_within_seconds(tmp_path)
                                    and p.suffix in (".yaml", ".json", ".txt", ".log"))
 
 
+# ---- file systems that refuse writes: one line, before any work where it can be known first ----------------
+
+@pytest.fixture
+def mount(tmp_path):
+    """make(name, size, read_only): a real tmpfs mounted under tmp_path, to fill up or to refuse every write."""
+    mounted = []
+
+    def make(name, size="4m", read_only=False):
+        folder = tmp_path / name
+        folder.mkdir()
+        r = subprocess.run(["mount", "-t", "tmpfs", "-o", f"size={size}" + (",ro" if read_only else ""), "tmpfs",
+                            str(folder)], capture_output=True, text=True)
+        if r.returncode != 0:
+            pytest.skip(f"mounting a tmpfs needs root (CAP_SYS_ADMIN): {r.stderr.strip()}")
+        mounted.append(folder)
+        return folder
+
+    yield make
+    for folder in reversed(mounted):
+        subprocess.run(["umount", str(folder)], check=False)
+
+
+TINY_SETS = ["--set", "epochs=1", "channels=16", "emb_dim=32", "threads=1", "batch_size=64", "wandb_mode=disabled",
+             "n_samples=10"]
+
+
+def test_an_output_on_a_read_only_file_system_is_one_line_before_any_work(mount, trained, capsys):
+    ro = mount("ro", read_only=True)
+    for args in (["train", "--out", ro / "run", *TINY_SETS], ["sample", "--run", trained, "--out", ro / "s.pt"],
+                 ["noisy-classifier", "--out", ro / "nc.pt"], ["export", "--run", trained, "--out", ro / "export"],
+                 ["evaluate", "--run", trained, "--out", ro / "m.json"], ["data", "--cache", ro / "cache"],
+                 ["classifier", "--out", ro / "c.pt"]):
+        code = cli.main([str(a) for a in args])
+        captured = capsys.readouterr()
+        line = one_error_line(captured.err)
+        assert code == 2 and "cannot be written: the file system is read-only" in line, (args[0], line)
+        assert "epoch" not in captured.out, f"{args[0]} worked before it found it could not write"
+
+
+def test_an_unwritable_data_cache_is_a_warning_and_training_goes_on(mount, tmp_path):
+    ro = mount("cache", read_only=True)
+    r = run_cli("train", "--out", tmp_path / "run", *TINY_SETS, f"data_cache={ro}")
+    assert r.returncode == 0, r.stderr
+    [warning] = [line for line in r.stderr.splitlines() if line.strip()]
+    assert warning.startswith("pydiffusion: warning: MNIST-1D is not cached") and "read-only" in warning
+    assert (tmp_path / "run" / "metrics.json").exists()
+
+
+def test_a_full_disk_during_training_is_one_line_and_keeps_the_checkpoint_before(mount, tmp_path, tiny_cfg):
+    cfg = validate({**tiny_cfg, "epochs": 3, "checkpoint_every": 1})
+    straight = train(cfg, tmp_path / "straight", log=QUIET)
+    size = (tmp_path / "straight" / "checkpoint.pt").stat().st_size
+    full = mount("full", size=f"{size * 3 // 2 // 1024}k")  # room for one checkpoint, not for two
+    cfg_file = tmp_path / "cfg.yaml"
+    cfg_file.write_text(yaml.safe_dump(cfg))
+    r = run_cli("train", "--config", cfg_file, "--out", full / "run")
+    line = one_error_line(r.stderr)
+    assert r.returncode == 2 and "no space left on the device (free some space)" in line, line
+    assert "checkpoint.pt keeps what it held before" in line
+    assert not list((full / "run").glob(".*.tmp")), "nothing half-written is left"
+    kept = [torch.load(f, weights_only=True)["epoch"] for f in sorted((full / "run").glob("checkpoint*.pt"))]
+    assert kept and min(kept) >= 1, "a readable checkpoint of the epochs done survives"
+    moved = tmp_path / "moved"
+    shutil.copytree(full / "run", moved)
+    assert without_timings(train(cfg, moved, log=QUIET)) == without_timings(straight)
+
+
 # ---- bad input: one line, exit 2, nothing left behind --------------------------------------------
 
 T = ["train", "--out", "{run}"]
@@ -355,7 +427,7 @@ CASES = {
     "sample-classifier-scale-alone": (["sample", "--run", "{trained}", "--classifier-scale", "2", "--out", "{tmp}/s.pt"],
                                       "--classifier-scale needs --noisy-classifier FILE"),
     "sample-classifier-scale-negative": (["sample", "--run", "{trained}", "--classifier-scale", "-1", "--out",
-                                          "{tmp}/s.pt"], "--classifier-scale is -1.0; it must be a finite number >= 0"),
+                                          "{tmp}/s.pt"], "--classifier-scale is -1.0; it must be a number in [0, 100]"),
     "sample-noisy-classifier-missing": (["sample", "--run", "{trained}", "--classifier-scale", "2", "--noisy-classifier",
                                          "{tmp}/none.pt", "--out", "{tmp}/s.pt"], "none.pt"),
     "sample-trajectory-not-gif": (["sample", "--run", "{trained}", "--trajectory", "{tmp}/t.png", "--out", "{tmp}/s.pt"],
@@ -391,6 +463,40 @@ CASES = {
     "train-two-cnn-classifiers": (T + ["--classifier", "{tmp}/cnn.pt", "{tmp}/cnn.pt"], "give at most one of each"),
     "classifier-epochs-zero": (["classifier", "--out", "{tmp}/c.pt", "--epochs", "0"], "--epochs >= 1"),
     "classifier-arch-unknown": (["classifier", "--out", "{tmp}/c.pt", "--arch", "vgg"], "invalid choice: 'vgg'"),
+    # values out of any range a user could mean, and values a sampler would ignore
+    "guidance-huge": (T + ["--set", "guidance=1e308"], "'guidance' is 1e+308; it must be in [0, 100.0]"),
+    "n-samples-huge": (T + ["--set", "n_samples=100000000000"], "'n_samples' is 100000000000; it must be an integer in"),
+    "sample-guidance-huge": (["sample", "--run", "{trained}", "--guidance", "1e308", "--out", "{tmp}/s.pt"],
+                             "--guidance is 1e+308; it must be in [0, 100.0]"),
+    "sample-classifier-scale-huge": (["sample", "--run", "{trained}", "--classifier-scale", "1e308", "--out", "{tmp}/s.pt"],
+                                     "--classifier-scale is 1e+308"),
+    "sample-n-huge": (["sample", "--run", "{trained}", "--n", "100000000000", "--out", "{tmp}/s.pt"],
+                      "--n is 100000000000; it must be an integer in [1, 100,000]"),
+    "quality-n-huge": (["quality", "--run", "{trained}", "--classifier", "{tmp}/cnn.pt", "--n", "100000000000",
+                        "--out", "{tmp}/q.json"], "need --n in [10, 100,000]"),
+    "train-samples-huge": (T + ["--classifier", "{tmp}/cnn.pt", "--samples", "100000000000"], "--samples is 100000000000"),
+    "sample-ddpm-steps": (["sample", "--run", "{trained}", "--sampler", "ddpm", "--steps", "5", "--out", "{tmp}/s.pt"],
+                          "steps is 5, but ddpm always takes all T=20 steps"),
+    "sample-ddpm-eta": (["sample", "--run", "{trained}", "--sampler", "ddpm", "--eta", "0", "--out", "{tmp}/s.pt"],
+                        "eta is 0.0, but ddpm always runs with eta 1"),
+    "sample-dpmpp-eta": (["sample", "--run", "{trained}", "--sampler", "dpmpp_2m", "--eta", "1", "--out", "{tmp}/s.pt"],
+                         "eta is 1.0, but dpmpp_2m always runs with eta 0"),
+    # files whose contents do not fit what they claim
+    "evaluate-mismatched-model": (["evaluate", "--run", "{tmp}/mismatched"], "its weights do not fit its architecture"),
+    "sample-mismatched-model": (["sample", "--run", "{tmp}/mismatched", "--out", "{tmp}/s.pt"],
+                                "mismatched: its weights do not fit its architecture"),
+    "evaluate-nan-model": (["evaluate", "--run", "{tmp}/nanmodel"], "holds non-finite weights (NaN or inf in"),
+    "sample-nan-model": (["sample", "--run", "{tmp}/nanmodel", "--out", "{tmp}/s.pt"], "holds non-finite weights"),
+    "sample-noisy-classifier-wrong-width": (["sample", "--run", "{trained}", "--classifier-scale", "2", "--noisy-classifier",
+                                             "{tmp}/noisy-wide.pt", "--out", "{tmp}/s.pt"],
+                                            "noisy-wide.pt: its weights do not fit its architecture"),
+    "sample-noisy-classifier-unknown-arch": (["sample", "--run", "{trained}", "--classifier-scale", "2",
+                                              "--noisy-classifier", "{tmp}/noisy-arch.pt", "--out", "{tmp}/s.pt"],
+                                             "noisy-arch.pt: its architecture is not one this code builds"),
+    "quality-noisy-classifier-as-reference": (["quality", "--run", "{trained}", "--classifier", "{tmp}/noisy.pt", "--out",
+                                               "{tmp}/q.json"], "is a noise-aware classifier"),
+    "data-idx-header-overflow": (["data", "--dataset", "mnist", "--data-dir", "{tmp}/idx"],
+                                 "but its header says 4294967295 x 4294967295 x 4294967295"),
     # the command itself
     "unknown-command": (["frobnicate"], "invalid choice: 'frobnicate'"),
     "no-command": ([], "the following arguments are required: COMMAND"),
@@ -419,6 +525,23 @@ def bad_inputs(tmp_path, trained):
     for name, content in (("nohistory", "[]\n"), ("brokenhistory", "[{\"epoch\": 1,\n")):
         (tmp_path / name).mkdir()
         (tmp_path / name / "history.json").write_text(content)
+    state = torch.load(trained / "model.pt", weights_only=True)
+    for name, change in (("mismatched", lambda d: d["config"].update(channels=2 * d["config"]["channels"])),
+                         ("nanmodel", lambda d: next(v for v in d["ema"].values() if v.is_floating_point()).fill_(
+                             float("nan")))):
+        broken = {**state, "config": dict(state["config"]), "ema": {k: v.clone() for k, v in state["ema"].items()}}
+        change(broken)
+        (tmp_path / name).mkdir()
+        torch.save(broken, tmp_path / name / "model.pt")
+    path = NoisePath(state["config"]["noise"], state["config"]["T"], state["config"]["schedule"])
+    save_noisy_classifier(NoisyClassifier(path.T, width=8, emb_dim=16), path, {1: 0.5}, tmp_path / "noisy.pt")
+    noisy = torch.load(tmp_path / "noisy.pt", weights_only=True)
+    for name, arch in (("noisy-wide", {**noisy["arch"], "width": 16}), ("noisy-arch", {**noisy["arch"], "depth": 3})):
+        torch.save({**noisy, "arch": arch}, tmp_path / f"{name}.pt")
+    (tmp_path / "idx" / "mnist").mkdir(parents=True)
+    write_idx_set(tmp_path / "idx" / "mnist")
+    forged = bytes((0, 0, 8, 3)) + struct.pack(">3I", *[2**32 - 1] * 3) + bytes(100)
+    (tmp_path / "idx" / "mnist" / IDX_FILES[0]).write_bytes(forged)
     return tmp_path
 
 

@@ -15,6 +15,7 @@ from pydiffusion.files import UnreadableFileError
 from pydiffusion.reporting.export import CARD, SAMPLES_FIGURE
 from pydiffusion.reporting.grid_stats import METRICS
 from pydiffusion.reporting.markdown import fmt
+from pydiffusion.runs import check_memory
 
 
 @pytest.fixture
@@ -73,6 +74,15 @@ def test_a_bad_sample_argument_is_a_config_error_naming_it(trained, kwargs, mess
     with pytest.raises(ConfigError) as e:
         pydiffusion.load_run(trained).sample(**kwargs)
     assert message in str(e.value)
+
+
+def test_samples_that_would_not_fit_in_memory_are_refused_before_sampling():
+    wide = {"channels": 512, "channel_mult": [1, 2]}
+    check_memory(wide, (40,), 10, 21)
+    with pytest.raises(ConfigError, match=r"n is 100,000: drawing them at once needs about \d+\.\d GiB, more than half"):
+        check_memory(wide, (40,), 100_000, 21)
+    with pytest.raises(ConfigError, match="draw at most about"):
+        check_memory(wide, (3, 32, 32), 20_000, 1)
 
 
 def test_the_export_is_safetensors_and_json_and_loads_back_the_same_model(trained, exported):
