@@ -1,5 +1,6 @@
 """`pydiffusion sample`: class-conditional samples of a trained run into a .pt file (x, y and the settings),
-a .npy file (x) or a .png grid (one row per class), and optionally one sample's reverse trajectory as a GIF.
+a .npy file (x) or a .png grid (one row per class, each led by a real test sample of it, titled with the sampler,
+steps and guidance), and optionally one sample's reverse trajectory as a GIF.
 
 The sampler settings default to the run's own config keys sampler, sample_steps, eta, guidance and n_samples.
 Every bad value is a ConfigError (one line, exit status 2) before any sampling.
@@ -10,6 +11,7 @@ from pathlib import Path
 
 from pydiffusion.cli.options import check_out_file
 from pydiffusion.config import CHOICES, ConfigError, check_classifier_scale, check_value
+from pydiffusion.data.datasets import held_out_if_present
 from pydiffusion.data.labels import NUM_CLASSES
 from pydiffusion.diffusion.samplers import timesteps_for
 from pydiffusion.files import save_npy, save_torch
@@ -46,14 +48,18 @@ def add_arguments(parser):
                                              "animated .gif")
 
 
-def write_samples(x, y, settings: dict, out):
-    """Samples x [N, L] with labels y into `out` by its suffix: .pt (x, y and the settings), .npy (x) or .png."""
+def write_samples(x, y, settings: dict, out, real=None):
+    """Samples x [N, L] with labels y into `out` by its suffix: .pt (x, y and the settings), .npy (x) or .png (titled
+    with the settings; with `real` (x_test, y_test), each class row led by a real test sample of it)."""
     if out.suffix == ".pt":
         save_torch({"x": x, "y": y, **settings}, out)
     elif out.suffix == ".npy":
         save_npy(x.numpy(), out)
     else:
-        samples_grid(x, y, out, GRID_COLUMNS)
+        title = f"{settings['sampler']}, {settings['steps']} steps, guidance {settings['guidance']:g}"
+        if settings.get("classifier_scale"):
+            title += f", classifier scale {settings['classifier_scale']:g}"
+        samples_grid(x, y, out, GRID_COLUMNS, title=title, real=real)
 
 
 def track_samples(tracker, x, y, trajectory, settings: dict, T: int):
@@ -101,7 +107,9 @@ def run(args):
                               classifier_scale=args.classifier_scale, trajectory=True)
     dt = time.perf_counter() - t0
     settings["classifier_scale"] = args.classifier_scale
-    write_samples(x, y, {**settings, "seed": args.seed}, out)
+    # real test samples of the same classes to compare with, where the data set is here
+    real = held_out_if_present(cfg["dataset"], cfg["data_dir"], cfg["data_cache"]) if out.suffix == ".png" else None
+    write_samples(x, y, {**settings, "seed": args.seed}, out, real)
     if gif is not None:
         trajectory_gif([x_t[0] for x_t in xs], timesteps_for(path.T, settings["steps"]), gif)
     tracker = resume_tracker(cfg, args.run)

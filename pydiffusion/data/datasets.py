@@ -226,6 +226,16 @@ def _load_digits():
     return x[train], y[train], x[test], y[test]
 
 
+def held_out_if_present(name: str, data_dir=None, cache_dir=None):
+    """(x_test, y_test) of data set `name`, or None where its files are not here (a figure then goes without real
+    samples to compare with)."""
+    try:
+        check_files(name, data_dir)
+    except MissingDataError:
+        return None
+    return load_dataset(name, data_dir, cache_dir)[2:]
+
+
 def load_dataset(name: str, data_dir=None, cache_dir=None):
     """(x, y, x_test, y_test) of data set `name`: x float32 ([N, 40], or images [N, C, H, W] in [-1, 1]), y int64.
     MNIST-1D is generated and cached in cache_dir (data.load_mnist1d); the image sets are read from data_dir."""

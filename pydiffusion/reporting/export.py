@@ -10,14 +10,13 @@
 
 `pydiffusion.load_exported(out)` (and every command's --run) reads it back with no pickle anywhere.
 """
-import logging
 from pathlib import Path
 
 from safetensors.torch import save as safetensors_bytes
 
 from pydiffusion.checkpoints import EXPORT_CONFIG, EXPORT_HISTORY, EXPORT_WEIGHTS, is_export
 from pydiffusion.config import VERSION, ConfigError
-from pydiffusion.data.datasets import DESCRIPTIONS, MissingDataError, check_files, load_dataset
+from pydiffusion.data.datasets import DESCRIPTIONS, held_out_if_present
 from pydiffusion.data.labels import NUM_CLASSES
 from pydiffusion.evaluation.quality import quality_settings
 from pydiffusion.files import check_writable, save_bytes, save_json, save_text
@@ -27,8 +26,6 @@ from pydiffusion.reporting.grid_stats import METRICS
 from pydiffusion.reporting.markdown import fmt, md_table
 from pydiffusion.runs import METRICS_FILE, QUALITY_FILE, Run, load_run
 from pydiffusion.training.tracking import resume_tracker
-
-logger = logging.getLogger(__name__)
 
 CARD, SAMPLES_FIGURE = "README.md", "samples.png"
 SAMPLES_PER_CLASS = 6
@@ -61,7 +58,9 @@ def _direction(key: str) -> str:
 
 
 def _metric_rows(values: dict, keys) -> list:
-    return [[f"`{k}`", METRICS[k][0] + _direction(k), fmt(values[k])] for k in keys if k in values]
+    floor = {"fd_1d": values.get("fd_floor")}  # FD-1D reads only beside its floor
+    return [[f"`{k}`", METRICS[k][0] + _direction(k), fmt(values[k]) + (f" (floor {fmt(floor[k])})" if floor.get(k) else "")]
+            for k in keys if k in values]
 
 
 def model_card(run: Run, n_params: int, figure: str, figure_settings: dict) -> str:
@@ -156,13 +155,7 @@ def _samples_figure(run: Run, path: Path, per_class: int) -> dict:
     settings = run.sample_settings()
     settings["guidance"] = settings["guidance"] or 1.0
     x, y = run.sample(NUM_CLASSES * per_class, **settings)
-    try:
-        check_files(cfg["dataset"], cfg["data_dir"])
-        _, _, x_test, y_test = load_dataset(cfg["dataset"], cfg["data_dir"], cfg["data_cache"])
-        real = (x_test, y_test)
-    except MissingDataError as e:
-        logger.info(f"no real test samples beside the samples: {e}")
-        real = None
+    real = held_out_if_present(cfg["dataset"], cfg["data_dir"], cfg["data_cache"])
     samples_grid(x, y, path, per_class=per_class, real=real,
                  title=f"{settings['sampler']}, {settings['steps']} steps, guidance {fmt(settings['guidance'])}")
     return settings

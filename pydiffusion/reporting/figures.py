@@ -204,24 +204,40 @@ def guidance_plot(rows, path):
 
 # ---- the command line -----------------------------------------------------------------------------------------
 
-def samples_grid(x, y, path, per_class=16):
+def samples_grid(x, y, path, per_class=16, title=None, real=None):
     """One row per label of y (the null label: "unconditional"), each of its first `per_class` samples in its
-    own small panel, all on one y scale."""
+    own small panel, all on one y scale. `title`: the figure's title (the sampler and its settings). `real`: (x_real,
+    y_real), real samples; each class row then starts with one of its own, in REAL_COLOR under a "real" header,
+    the generated ones following in GENERATED_COLOR."""
     labels = sorted(set(y.tolist()))
     rows = [x[y == label][:per_class] for label in labels]
-    columns = max(len(row) for row in rows)
+    lead = 0 if real is None else 1
+    columns = lead + max(len(row) for row in rows)
     width = 0.55 if x.dim() == 4 else 1.0  # images are square panels
-    fig, axes = new_figure((width * columns + 0.6, 0.7 * len(rows)), len(rows), columns, sharex=True, sharey=True,
-                        squeeze=False)
+    fig, axes = new_figure((width * columns + 0.6, 0.7 * len(rows) + (0.5 if title or real is not None else 0)),
+                           len(rows), columns, sharex=True, sharey=True, squeeze=False)
     for ax_row, label, row in zip(axes, labels, rows):
         ax_row[0].set_ylabel(f"{label}" if label < NUM_CLASSES else "uncond.", rotation=0, ha="right", va="center")
-        for ax, sample in zip(ax_row, row):
-            show(ax, sample, lw=0.8)
-        for ax in ax_row[len(row):]:
+        if real is not None:
+            own = real[0][real[1] == label]
+            if len(own) and label < NUM_CLASSES:
+                show(ax_row[0], own[0], color=REAL_COLOR, lw=0.8)
+                for spine in ax_row[0].spines.values():  # marks an image as real too, not only a line
+                    spine.set(color=REAL_COLOR, linewidth=1.6)
+            else:
+                ax_row[0].set_frame_on(False)
+        for ax, sample in zip(ax_row[lead:], row):
+            show(ax, sample, color=GENERATED_COLOR if real is not None else None, lw=0.8)
+        for ax in ax_row[lead + len(row):]:
             ax.set_axis_off()
     for ax in axes.flat:
         ax.set_xticks([])
         ax.set_yticks([])
+    if real is not None:
+        axes[0][0].set_title("real", fontsize=8, color=REAL_COLOR)
+        axes[0][lead].set_title("generated", fontsize=8, color=GENERATED_COLOR, loc="left")
+    if title:
+        fig.suptitle(title, fontsize=9)
     fig.subplots_adjust(wspace=0.05, hspace=0.08)
     save_figure(fig, path)
 

@@ -22,6 +22,8 @@ from pydiffusion.runs import check_memory
 def trained(tmp_path):
     run = made_up_run(tmp_path / "runs", "semi_implicit", seed=1, model=True)
     (run / "command.txt").write_text("pydiffusion train --out somewhere --set epochs=2\n")
+    quality = json.loads((run / "quality.json").read_text())
+    (run / "quality.json").write_text(json.dumps({**quality, "fd_floor": 0.5}))  # as evaluate_quality writes it
     return run
 
 
@@ -106,7 +108,9 @@ def test_the_model_card_says_what_the_model_is_its_metrics_beside_the_floor_and_
     assert "semi-implicit" in card and "MNIST-1D" in card and f"{run.config['epochs']} epochs" in card
     for key in ("test_mse_forward", "fd_1d", "sample_acc_guided"):
         row = next(line for line in card.splitlines() if line.startswith(f"| `{key}`"))
-        assert METRICS[key][0] in row and f"| {fmt({**run.metrics, **run.quality}[key])} |" in row
+        value = fmt({**run.metrics, **run.quality}[key])
+        beside = f" (floor {fmt(run.quality['fd_floor'])})" if key == "fd_1d" else ""
+        assert METRICS[key][0] in row and f"| {value}{beside} |" in row, row
     assert "(lower is better)" in card and "(higher is better)" in card
     assert f"floor, {fmt(run.quality['fd_floor'])}," in card
     assert "ddim, 20 steps" in card and run.command in card
@@ -158,9 +162,9 @@ def _edit_config(change):
 @pytest.mark.parametrize("damage, message", [
     (lambda f: (f / "model.safetensors").write_bytes((f / "model.safetensors").read_bytes()[:500]), "not a safetensors file"),
     (lambda f: (f / "model.safetensors").write_bytes(b""), "not a safetensors file"),
-    (_break_shape, "weights do not fit its config"),
-    (_drop_key, "weights do not fit its config (Missing key"),
-    (_edit_config(lambda c: {**c, "channels": 32}), "weights do not fit its config"),
+    (_break_shape, "weights do not fit its architecture"),
+    (_drop_key, "weights do not fit its architecture (Error(s) in loading state_dict for UNet1D: Missing key"),
+    (_edit_config(lambda c: {**c, "channels": 32}), "weights do not fit its architecture"),
     (_edit_config(lambda c: {**c, "no_such_key": 1}), "its config is refused (unknown config key 'no_such_key'"),
     (_edit_config(lambda c: {**c, "T": 1}), "its config is refused (config key 'T' is 1"),
     (_edit_config(lambda c: [c]), "must hold a mapping of config keys"),
