@@ -8,6 +8,8 @@ import torch
 import yaml
 from helpers.workflow import ROOT, job_counts, snakemake
 
+from pydiffusion.runs import load_exported, load_run
+
 
 def test_default_grid_plans_24_training_jobs():
     r = snakemake("-n", "--config", "results=/tmp/pydiffusion-plan")
@@ -120,6 +122,10 @@ def test_local_profile_runs_the_smoke_grid(tmp_path):
     assert {(r["sampler"], r["steps"], r["guidance"]) for r in samplers} >= {
         ("ddpm", 20, 1.0), ("ddim", 5, 1.0), ("ddim", 20, 1.0), ("dpmpp_2m", 10, 1.0), ("ddim", 20, 0.0), ("ddim", 20, 3.0)}
     assert (out / "figures" / "trajectory.gif").read_bytes()[:6] == b"GIF89a"
+    best = out / "best-model"  # the best configuration's first seed, exported
+    exported = load_exported(best)
+    assert exported.config == load_run(out / "runs" / summary["best"]["config"] / "seed0").config
+    assert "pydiffusion train --wait --restart-on-config-change" in (best / "README.md").read_text()
     assert "ddim steps=5 guidance=1.0: FD-1D" in (out / "logs" / "aggregate.log").read_text(), "progress in its log"
     rows = list(csv.DictReader((out / "summary.csv").open()))
     assert len(rows) == 2 and float(rows[0]["test_mse_mean"]) > 0
@@ -127,8 +133,8 @@ def test_local_profile_runs_the_smoke_grid(tmp_path):
         d = out / "runs" / run / "seed0"
         assert (d / "metrics.json").exists() and (d / "samples.pt").exists() and (d / "checkpoint.pt").exists()
         assert 0 <= json.loads((d / "quality.json").read_text())["sample_acc_guided"] <= 1
-        # one process trains, evaluates and samples: one offline W&B run folder
-        assert len(list((d / "wandb").glob("offline-run-*"))) == 1
+        # one process trains, evaluates and samples: one offline W&B run folder, and the best run's export a second
+        assert len(list((d / "wandb").glob("offline-run-*"))) == 1 + (run == summary["best"]["config"])
         assert (out / "benchmarks" / "train" / f"{run}-seed0.tsv").exists()
         assert "SLURM_JOB_ID=none" in (out / "logs" / "train" / f"{run}-seed0.log").read_text()
     # a rerun has nothing to do
