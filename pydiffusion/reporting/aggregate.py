@@ -52,10 +52,9 @@ def best_model_samplers(records, best, out_dir, classifier, data_cache, n, noisy
 
 
 def aggregate(run_dirs, out_dir, classifier=None, data_cache=None, n=1000, threads=0, noisy_classifiers=None):
-    """Write summary.json, summary.csv, report.md, figures/ and the best configuration's export (best-model/,
-    pydiffusion.reporting.export) for the runs into out_dir; with a
-    reference classifier, also the sampler comparison and figures of the best configuration, and with
-    noise-aware classifiers ({noise: file}) its guidance comparison."""
+    """Write summary.json, summary.csv, report.md and figures/ for the runs into out_dir; with a reference
+    classifier, also the sampler comparison, figures and export (best-model/, pydiffusion.reporting.export) of the
+    best configuration, and with noise-aware classifiers ({noise: file}) its guidance comparison."""
     if threads:
         torch.set_num_threads(threads)
     out_dir = Path(out_dir)
@@ -65,9 +64,10 @@ def aggregate(run_dirs, out_dir, classifier=None, data_cache=None, n=1000, threa
     best, best_key = best_configuration(summary)
     logger.info(f"{len(records)} runs of {len(summary)} configurations; the best is {best} (lowest mean {best_key})")
     grid_figures(records, summary, cells, out_dir / "figures")
-    samplers, guidance = (best_model_samplers(records, best, out_dir, classifier, data_cache, n, noisy_classifiers)
-                          if classifier else (None, None))
-    export_run(best_run(records, best), out_dir / BEST_MODEL)
+    samplers, guidance = None, None
+    if classifier:  # the best model's own evaluations, which read its weights
+        samplers, guidance = best_model_samplers(records, best, out_dir, classifier, data_cache, n, noisy_classifiers)
+        export_run(best_run(records, best), out_dir / BEST_MODEL)
     save_json({"configurations": summary, "paired": cells, "best": {"config": best, "by": best_key},
                "runs": [{k: v for k, v in r.items() if k != "history"} for r in records]}, out_dir / "summary.json")
     write_csv(summary, out_dir / "summary.csv")
