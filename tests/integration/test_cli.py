@@ -182,7 +182,9 @@ def test_sample_writes_npy_png_and_a_trajectory_gif(sampled_run, tmp_path, main)
 
 @pytest.mark.parametrize("sampler", sorted(SAMPLERS))
 def test_sample_one_class_with_every_sampler(sampled_run, tmp_path, main, sampler):
-    main("sample", "--run", sampled_run, "--sampler", sampler, "--steps", "4", "--eta", "0.5", "--class", "3", "--n", "7",
+    # each sampler given the values it uses (one it would ignore is refused: tests/integration/test_reliability.py)
+    chosen = {"ddim": ["--steps", "4", "--eta", "0.5"], "ddpm": [], "dpmpp_2m": ["--steps", "4"]}[sampler]
+    main("sample", "--run", sampled_run, "--sampler", sampler, *chosen, "--class", "3", "--n", "7",
          "--out", tmp_path / "s.pt")
     s = torch.load(tmp_path / "s.pt", weights_only=True)
     assert s["y"].tolist() == [3] * 7 and s["x"].shape == (7, 40) and torch.isfinite(s["x"]).all()
