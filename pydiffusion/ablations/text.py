@@ -8,7 +8,7 @@ import math
 
 from pydiffusion.ablations.stats import ALPHA, BETTER, UNCLEAR, WORSE, judged_metrics
 from pydiffusion.config import CHOICES
-from pydiffusion.reporting.markdown import fmt, md_table
+from pydiffusion.reporting.markdown import fmt, md_table, mean_spread
 
 OPEN_IMPROVEMENT = 0.05  # an interval that still allows this relative improvement leaves the question open
 
@@ -70,7 +70,7 @@ def _time_ratio(row):
 
 
 def _mean_sd(metrics, key):
-    return f"{fmt(metrics[key]['mean'])} ± {fmt(metrics[key]['sd'])}" if key in metrics else "n/a"
+    return mean_spread(metrics[key]["mean"], metrics[key]["sd"], metrics[key].get("n", 2)) if key in metrics else "n/a"
 
 
 def configurations_section(summary, classifiers):

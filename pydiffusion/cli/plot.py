@@ -1,4 +1,5 @@
-"""`pydiffusion plot`: a run's loss curves, the total and every component per epoch."""
+"""`pydiffusion plot`: a run's loss curves, the total and every component per epoch, and once it has finished
+training its forward test MSE at each timestep (metrics.json's test_mse_forward_t)."""
 from pathlib import Path
 
 from pydiffusion.cli.options import check_out_file
@@ -20,5 +21,8 @@ def run(args):
     history = load_json(file, "history", fix)
     if not isinstance(history, list) or not history:
         raise UnreadableFileError(f"history {file} holds no epochs; {fix}")
-    loss_curves(history, out, f"{args.run}: training loss per epoch")
-    print(f"{len(history)} epochs of {file}; wrote {out}")
+    metrics_file = Path(args.run) / "metrics.json"  # none while the run still trains
+    metrics = load_json(metrics_file, "metrics", fix) if metrics_file.exists() else {}
+    mse_t = metrics.get("test_mse_forward_t") if isinstance(metrics, dict) else None
+    loss_curves(history, out, f"{args.run}: training loss per epoch", mse_t)
+    print(f"{len(history)} epochs of {file}{' and its test MSE per timestep' if mse_t else ''}; wrote {out}")

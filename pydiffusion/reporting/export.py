@@ -22,7 +22,7 @@ from pydiffusion.evaluation.quality import quality_settings
 from pydiffusion.files import check_writable, save_bytes, save_json, save_text
 from pydiffusion.nets.backbones import count_parameters
 from pydiffusion.reporting.figures import samples_grid
-from pydiffusion.reporting.grid_stats import METRICS
+from pydiffusion.reporting.grid_stats import metric_label
 from pydiffusion.reporting.markdown import fmt, md_table
 from pydiffusion.runs import METRICS_FILE, QUALITY_FILE, Run, load_run
 from pydiffusion.training.tracking import resume_tracker
@@ -52,14 +52,9 @@ def check_export_folder(out) -> Path:
     return out
 
 
-def _direction(key: str) -> str:
-    lower = METRICS[key][1]
-    return "" if lower is None else " (lower is better)" if lower else " (higher is better)"
-
-
 def _metric_rows(values: dict, keys) -> list:
     floor = {"fd_1d": values.get("fd_floor")}  # FD-1D reads only beside its floor
-    return [[f"`{k}`", METRICS[k][0] + _direction(k), fmt(values[k]) + (f" (floor {fmt(floor[k])})" if floor.get(k) else "")]
+    return [[f"`{k}`", metric_label(k), fmt(values[k]) + (f" (floor {fmt(floor[k])})" if floor.get(k) else "")]
             for k in keys if k in values]
 
 

@@ -242,12 +242,28 @@ def samples_grid(x, y, path, per_class=16, title=None, real=None):
     save_figure(fig, path)
 
 
-def loss_curves(history, path, title):
-    """The total training loss and each of its components per epoch (a run's history.json), log scale."""
+def mse_by_t(ax, curves: dict, colors: dict, title: str, log: bool = True):
+    """Curves over t = 1..T ({label: [value at each t]}, e.g. a run's test_mse_forward_t) on ax, each in its colour
+    and named in a legend; integer t ticks."""
+    for label, values in curves.items():
+        ax.plot(range(1, len(values) + 1), values, marker=".", lw=1.2, color=colors.get(label), label=label)
+    if log:
+        ax.set_yscale("log")
+    ax.xaxis.set_major_locator(MaxNLocator(integer=True))
+    ax.set_xlabel("timestep t")
+    ax.set_title(title, fontsize=9)
+    ax.grid(alpha=0.3)
+    ax.legend(fontsize=7)
+
+
+def loss_curves(history, path, title, mse_t=None):
+    """The total training loss and each of its components per epoch (a run's history.json), log scale; with `mse_t`
+    (metrics.json's test_mse_forward_t), a second panel of the forward test MSE at each timestep."""
     epochs = [h["epoch"] for h in history]
     components = [k for k in history[0] if k != "loss" and k not in EPOCH_FIELDS]
     marker = "o" if len(epochs) <= 30 else None  # few epochs: show each one
-    fig, ax = new_figure((7, 4.5))
+    fig, axes = new_figure((7 if mse_t is None else 12, 4.5), 1, 1 if mse_t is None else 2, squeeze=False)
+    ax = axes[0][0]
     ax.plot(epochs, [h["loss"] for h in history], color="black", lw=2.5, marker=marker, label="total (weighted)")
     for k in components:
         ax.plot(epochs, [h[k] for h in history], lw=1.2, marker=marker, markersize=3, label=k)
@@ -266,4 +282,7 @@ def loss_curves(history, path, title):
     ax.set_title(title, fontsize=10)
     ax.grid(which="both", alpha=0.3)
     ax.legend()
+    if mse_t is not None:
+        mse_by_t(axes[0][1], {"EMA weights": mse_t}, {"EMA weights": "black"}, "forward test MSE at each timestep")
+        axes[0][1].set_ylabel("x0 test MSE (log scale)")
     save_figure(fig, path)

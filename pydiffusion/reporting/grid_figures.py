@@ -1,17 +1,24 @@
-"""The grid report's figures (loss curves, loss components, test metrics, paired differences, samples of each
-configuration), on figures.py's canvases, written atomically."""
+"""The grid report's figures (loss curves, loss components, test metrics, paired differences, the per-timestep test
+MSE, samples of each configuration), on figures.py's canvases, written atomically."""
 import math
 import statistics
+import textwrap
 from pathlib import Path
 
+from matplotlib.lines import Line2D
 from matplotlib.patches import Patch
+from matplotlib.ticker import MaxNLocator
 
 from pydiffusion.data.labels import NUM_CLASSES
 from pydiffusion.files import load_torch, save_figure
-from pydiffusion.reporting.figures import new_figure, show
-from pydiffusion.reporting.grid_stats import BAR_METRICS, DIFFERENCE_METRICS, config_name
+from pydiffusion.reporting.figures import mse_by_t, new_figure, show
+from pydiffusion.reporting.grid_stats import BAR_METRICS, DIFFERENCE_METRICS, config_name, metric_label
 
 TRAINING_COLORS = {"implicit": "tab:blue", "semi_implicit": "tab:orange", "consistency": "tab:green"}
+# each loss component its own dash (the colour is the training mode's), named in words in the legend
+COMPONENTS = {"loss": ("-", "total"), "forward": ("-", "forward denoising"), "inverse": ("--", "inverse map"),
+              "rt_fi": (":", "roundtrip forward -> inverse"), "rt_if": ("-.", "roundtrip inverse -> forward"),
+              "consistency": ((0, (5, 1, 1, 1, 1, 1)), "consistency")}
 
 
 def grid_figures(records, summary, cells, fig_dir):
@@ -21,6 +28,7 @@ def grid_figures(records, summary, cells, fig_dir):
     save_figure(_grid_curves(records, "components"), fig_dir / "components.png")
     save_figure(_metric_bars(summary), fig_dir / "metrics.png")
     save_figure(_paired_differences(cells), fig_dir / "paired.png")
+    save_figure(_test_mse_by_t(records), fig_dir / "test_mse_t.png")
     save_figure(_samples_per_configuration(records, summary), fig_dir / "samples.png")
 
 
@@ -32,21 +40,21 @@ def _grid_curves(records, component):
     for ax, (loss, noise) in zip(axes[0], cell_keys):
         for training in sorted({r["training"] for r in records}):
             rs = [r for r in records if (r["loss"], r["noise"], r["training"]) == (loss, noise, training)]
-            keys = ["loss"] if component == "loss" else [k for k in ("forward", "inverse", "rt_fi", "rt_if", "consistency")
-                                                         if rs and k in rs[0]["history"][0]]
+            keys = ["loss"] if component == "loss" else [k for k in list(COMPONENTS)[1:] if rs and k in rs[0]["history"][0]]
             for k in keys:
                 per_epoch = list(zip(*[[h[k] for h in r["history"]] for r in rs]))
                 if not per_epoch:
                     continue
                 mean = [statistics.fmean(v) for v in per_epoch]
                 epochs = range(1, len(mean) + 1)
-                style = "-" if k in ("loss", "forward") else ("--" if k == "inverse" else ":")
-                ax.plot(epochs, mean, style, color=TRAINING_COLORS.get(training),
-                        label=f"{training} {k}" if component != "loss" else training)
+                style, words = COMPONENTS[k]
+                ax.plot(epochs, mean, linestyle=style, color=TRAINING_COLORS.get(training),
+                        label=f"{training}: {words}" if component != "loss" else training)
                 ax.fill_between(epochs, [min(v) for v in per_epoch], [max(v) for v in per_epoch],
                                 color=TRAINING_COLORS.get(training), alpha=0.15)
         ax.set_title(f"{loss} / {noise}")
         ax.set_xlabel("epoch")
+        ax.xaxis.set_major_locator(MaxNLocator(integer=True))
         ax.set_yscale("log")
         ax.legend(fontsize=7)
     axes[0][0].set_ylabel("training loss" if component == "loss" else "loss component")
@@ -60,15 +68,18 @@ def _metric_bars(summary):
         ax.bar(range(len(summary)), [row[key]["mean"] for row in summary], yerr=[row[key]["std"] for row in summary],
                color=[TRAINING_COLORS.get(row["training"]) for row in summary], capsize=3)
         ax.set_xticks(range(len(summary)), [f"{row['loss']}\n{row['noise']}" for row in summary], fontsize=6)
-        ax.set_title(key, fontsize=9)
+        ax.set_title(textwrap.fill(metric_label(key), 32), fontsize=8)
     axes[0][0].legend(handles=[Patch(color=TRAINING_COLORS[t], label=t) for t in sorted({row["training"] for row in summary})],
                       fontsize=7)
     return fig
 
 
 def _paired_differences(cells):
-    fig, axes = new_figure((3.2 * len(DIFFERENCE_METRICS), 3.2), 1, len(DIFFERENCE_METRICS), squeeze=False)
-    for ax, key in zip(axes[0], DIFFERENCE_METRICS):
+    """Semi-implicit minus implicit per cell with its 95% interval, the verdict's measures (FD-1D, guided accuracy)
+    first where the runs have them."""
+    shown = [k for k in DIFFERENCE_METRICS if any(k in c for c in cells)]
+    fig, axes = new_figure((3.2 * len(shown), 3.4), 1, len(shown), squeeze=False)
+    for ax, key in zip(axes[0], shown):
         for i, c in enumerate(cells):
             if key in c:
                 e = c[key]
@@ -76,7 +87,29 @@ def _paired_differences(cells):
                 ax.errorbar([i], [e["diff"]], yerr=[[e["diff"] - lo], [hi - e["diff"]]], fmt="o", capsize=4)
         ax.axhline(0, color="gray", lw=0.8)
         ax.set_xticks(range(len(cells)), [f"{c['loss']}\n{c['noise']}" for c in cells], fontsize=7)
-        ax.set_title(f"{key}: semi - implicit", fontsize=9)
+        ax.set_title(textwrap.fill(f"semi-implicit minus implicit: {metric_label(key)}", 32), fontsize=8)
+    return fig
+
+
+def _test_mse_by_t(records):
+    """Per loss x noise cell, the forward test MSE at each t (mean over seeds) of each training mode, and
+    semi-implicit's over implicit's (1 = the same; above 1 = worse denoising at that t)."""
+    with_t = [r for r in records if r.get("test_mse_forward_t")]
+    cell_keys = sorted({(r["loss"], r["noise"]) for r in with_t})
+    fig, axes = new_figure((4.2 * max(1, len(cell_keys)), 5.6), 2, max(1, len(cell_keys)), squeeze=False, sharex=True)
+    for j, (loss, noise) in enumerate(cell_keys):
+        means = {}
+        for training in sorted({r["training"] for r in with_t}):
+            curves = [r["test_mse_forward_t"] for r in with_t if (r["loss"], r["noise"], r["training"]) == (loss, noise, training)]
+            if curves:
+                means[training] = [statistics.fmean(v) for v in zip(*curves)]
+        mse_by_t(axes[0][j], means, TRAINING_COLORS, f"{loss} / {noise}: test MSE(t)")
+        axes[0][j].set_xlabel("")  # the row below names the shared axis
+        if {"implicit", "semi_implicit"} <= set(means):
+            ratio = [a / b for a, b in zip(means["semi_implicit"], means["implicit"])]
+            mse_by_t(axes[1][j], {"semi-implicit / implicit": ratio}, {"semi-implicit / implicit": "black"},
+                     f"{loss} / {noise}: semi-implicit over implicit", log=False)
+            axes[1][j].axhline(1, color="gray", lw=0.8)
     return fig
 
 
@@ -88,12 +121,13 @@ def _samples_per_configuration(records, summary):
         s = load_torch(Path(r["run"]) / "samples.pt", "samples", "rerun the workflow to draw them again")
         for digit in range(NUM_CLASSES):
             ax = axes[i][digit]
-            # three signals overlaid, or one image
-            for j in (s["y"] == digit).nonzero().flatten()[:3 if s["x"].dim() == 2 else 1]:
-                show(ax, s["x"][j], lw=0.8)
+            for j in (s["y"] == digit).nonzero().flatten()[:1]:  # one sample per panel
+                show(ax, s["x"][j], color=TRAINING_COLORS.get(r["training"]), lw=0.8)
             ax.set_xticks([])
             ax.set_yticks([])
             if i == 0:
                 ax.set_title(str(digit), fontsize=8)
         axes[i][0].set_ylabel(name, fontsize=6, rotation=0, ha="right")
+    fig.legend(handles=[Line2D([], [], color=c, label=t) for t, c in TRAINING_COLORS.items()
+                        if any(row["training"] == t for row in summary)], fontsize=7, loc="upper right")
     return fig

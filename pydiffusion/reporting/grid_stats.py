@@ -53,11 +53,18 @@ PAIRED_METRICS = ("test_mse_forward", "test_mse_inverse", "test_mse", "test_kl",
 VERDICT_METRICS = tuple((key, METRICS[key][0]) for key in ("test_mse_forward", "fd_1d", "sample_acc_guided"))
 BAR_METRICS = ("test_mse_forward", "test_mse_inverse", "test_kl", "psnr_t10", "fd_1d", "sample_acc_guided",
                "train_time_s")  # figures/metrics.png
-DIFFERENCE_METRICS = ("test_mse_forward", "test_mse_inverse", "test_mse", "test_kl")  # figures/paired.png
+# figures/paired.png: the verdict's own measures first
+DIFFERENCE_METRICS = ("fd_1d", "sample_acc_guided", "test_mse_forward", "test_mse_inverse", "test_mse", "test_kl")
 # numeric keys of metrics.json that describe the run rather than measure it
 NOT_METRICS = {"seed", "epochs", "n_params"}
 
 BETTER, WORSE = "semi-implicit better", "semi-implicit worse"
+
+
+def metric_label(key: str) -> str:
+    """A metric in words with its better direction, for a figure's title or a table's row."""
+    words, lower = METRICS[key]
+    return words if lower is None else f"{words} ({'lower' if lower else 'higher'} is better)"
 
 
 def _load_config(d: Path, fix: str) -> dict:
@@ -91,7 +98,7 @@ def load_runs(run_dirs):
                    if isinstance(v, (int, float)) and not isinstance(v, bool) and k not in NOT_METRICS}
         records.append({**{k: cfg[k] for k in AXES}, "seed": cfg["seed"], "dataset": cfg.get("dataset", MNIST1D),
                         "sampler": cfg.get("sampler", "ddim"), "sample_steps": cfg.get("sample_steps"),
-                        "run": str(d), "metrics": numeric,
+                        "run": str(d), "metrics": numeric, "test_mse_forward_t": metrics.get("test_mse_forward_t"),
                         "n_params": metrics.get("n_params"), "history": history})
     return records
 

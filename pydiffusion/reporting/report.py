@@ -15,7 +15,7 @@ from pydiffusion.reporting.grid_stats import (
     reading,
     verdict_tally,
 )
-from pydiffusion.reporting.markdown import fmt, md_table
+from pydiffusion.reporting.markdown import fmt, md_table, mean_spread
 
 logger = logging.getLogger(__name__)
 
@@ -106,7 +106,7 @@ def test_set(records) -> str:
 
 def markdown(records, summary, cells, best, best_key, samplers=None, guidance=None):
     main = [k for k in METRICS if all(k in row for row in summary)]
-    rows = [[row["config"], row["n_seeds"]] + [f"{fmt(row[k]['mean'])} ± {fmt(row[k]['std'])}" for k in main]
+    rows = [[row["config"], row["n_seeds"]] + [mean_spread(row[k]["mean"], row[k]["std"], row["n_seeds"]) for k in main]
             for row in summary]
     paired_rows = []
     for c in cells:
@@ -155,6 +155,8 @@ def markdown(records, summary, cells, best, best_key, samplers=None, guidance=No
         "![test metrics](figures/metrics.png)",
         "",
         "![paired comparison](figures/paired.png)",
+        "",
+        "![forward test MSE at each timestep, and semi-implicit over implicit](figures/test_mse_t.png)",
         "",
         "![samples](figures/samples.png)",
         "",

@@ -18,7 +18,8 @@ def made_up_run(root, training, seed, offset=0.0, model=False, sampler="ddim"):
     (run / "config.yaml").write_text(yaml.safe_dump(cfg))
     values = {k: 1.0 + offset + seed / 100 for k in METRICS}
     save_json({**{k: v for k, v in values.items() if not k.startswith(("fd_", "sample_", "coverage", "nn_"))},
-               "seed": seed, "epochs": 2, "n_params": 1000}, run / "metrics.json")
+               "seed": seed, "epochs": 2, "n_params": 1000,
+               "test_mse_forward_t": [(1.0 + offset + seed / 100) * t / 20 for t in range(1, 21)]}, run / "metrics.json")
     save_json({k: v for k, v in values.items() if k.startswith(("fd_", "sample_", "coverage", "nn_"))},
               run / "quality.json")
     save_json([{"epoch": e, "loss": 1.0 / e, "forward": 0.5 / e, "lr": 1e-3, "time_s": 1.0} for e in (1, 2)],

@@ -92,7 +92,7 @@ def test_bad_command_line_config_fails_before_any_job(tmp_path, value, message):
 REPORT_SECTIONS = ["# pydiffusion grid report", "## Does semi-implicit training help?", "## Results per configuration",
                    "## Paired comparison", "## Best configuration", "## Samplers on the best configuration",
                    "## Figures"]
-FIGURES = ["loss_curves", "components", "metrics", "paired", "samples", "best_per_class", "trajectory",
+FIGURES = ["loss_curves", "components", "metrics", "paired", "test_mse_t", "samples", "best_per_class", "trajectory",
            "forward_reverse", "samplers"]
 
 

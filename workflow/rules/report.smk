@@ -37,6 +37,11 @@ rule aggregate:
             caption="../report/paired.rst",
             category="Results",
         ),
+        test_mse_t=report(
+            f"{R}/figures/test_mse_t.png",
+            caption="../report/test_mse_t.rst",
+            category="Results",
+        ),
         samples=report(
             f"{R}/figures/samples.png",
             caption="../report/samples.rst",
