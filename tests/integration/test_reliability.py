@@ -451,7 +451,7 @@ CASES = {
     "quality-out-not-json": (["quality", "--run", "{trained}", "--classifier", "{tmp}/none.pt", "--out", "{tmp}/q.pt"],
                              "must end in .json"),
     "quality-n-too-small": (["quality", "--run", "{trained}", "--classifier", "{tmp}/none.pt", "--n", "5",
-                             "--out", "{tmp}/q.json"], "--n >= 10"),
+                             "--out", "{tmp}/q.json"], "need --n in [10, 100,000]"),
     "classifier-out-not-pt": (["classifier", "--out", "{tmp}/c.json"], "must end in .pt"),
     "classifier-out-directory": (["classifier", "--out", "{tmp}"], "is a directory"),
     "classifier-threads-negative": (["classifier", "--out", "{tmp}/c.pt", "--threads", "-2"], "--threads >= 0"),
