@@ -26,8 +26,8 @@ def grid_figures(records, summary, cells, fig_dir):
     fig_dir = Path(fig_dir)
     save_figure(_grid_curves(records, "loss"), fig_dir / "loss_curves.png")
     save_figure(_grid_curves(records, "components"), fig_dir / "components.png")
-    save_figure(_metric_bars(summary), fig_dir / "metrics.png")
-    save_figure(_paired_differences(cells), fig_dir / "paired.png")
+    save_figure(metric_bars(summary), fig_dir / "metrics.png")
+    save_figure(paired_differences(cells), fig_dir / "paired.png")
     save_figure(_test_mse_by_t(records), fig_dir / "test_mse_t.png")
     save_figure(_samples_per_configuration(records, summary), fig_dir / "samples.png")
 
@@ -61,7 +61,7 @@ def _grid_curves(records, component):
     return fig
 
 
-def _metric_bars(summary):
+def metric_bars(summary):
     shown = [k for k in BAR_METRICS if all(k in row for row in summary)]
     fig, axes = new_figure((3.2 * len(shown), 3.6), 1, len(shown), squeeze=False)
     for ax, key in zip(axes[0], shown):
@@ -74,7 +74,7 @@ def _metric_bars(summary):
     return fig
 
 
-def _paired_differences(cells):
+def paired_differences(cells):
     """Semi-implicit minus implicit per cell with its 95% interval, the verdict's measures (FD-1D, guided accuracy)
     first where the runs have them."""
     shown = [k for k in DIFFERENCE_METRICS if any(k in c for c in cells)]
