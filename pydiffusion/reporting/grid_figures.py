@@ -78,7 +78,10 @@ def paired_differences(cells):
     """Semi-implicit minus implicit per cell with its 95% interval, the verdict's measures (FD-1D, guided accuracy)
     first where the runs have them."""
     shown = [k for k in DIFFERENCE_METRICS if any(k in c for c in cells)]
-    fig, axes = new_figure((3.2 * len(shown), 3.4), 1, len(shown), squeeze=False)
+    fig, axes = new_figure((3.2 * max(1, len(shown)), 3.4), 1, max(1, len(shown)), squeeze=False)
+    if not shown:  # a grid of one training mode has no pairs
+        axes[0][0].text(0.5, 0.5, "no semi-implicit / implicit pairs in this grid", ha="center", va="center")
+        axes[0][0].set_axis_off()
     for ax, key in zip(axes[0], shown):
         for i, c in enumerate(cells):
             if key in c:

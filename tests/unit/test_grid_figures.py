@@ -79,3 +79,11 @@ def test_one_seed_gives_no_spread(tmp_path):
     summary = summarize(records)
     text = markdown(records, summary, paired(records), summary[0]["config"], "fd_1d")
     assert "± n/a" in text and "± 0 " not in text and "± 0 |" not in text
+
+
+def test_a_grid_of_one_training_mode_says_it_has_no_pairs(tmp_path, drawn):
+    records = load_runs([made_up_run(tmp_path / "runs", "implicit", s) for s in (0, 1)])
+    grid_figures.grid_figures(records, summarize(records), paired(records), tmp_path)
+    [ax] = drawn["paired.png"].axes
+    assert ax.texts[0].get_text() == "no semi-implicit / implicit pairs in this grid"
+    assert not drawn["test_mse_t.png"].axes[1].get_lines(), "no ratio without semi-implicit runs"
