@@ -8,18 +8,24 @@ import statistics
 
 from scipy import stats
 
+# a reading's words are the grid report's, so that both colour them alike (re-exported for the study's modules)
+from pydiffusion.reporting.grid_stats import BETTER as BETTER
+from pydiffusion.reporting.grid_stats import METRICS
+from pydiffusion.reporting.grid_stats import WORSE as WORSE
+
 ALPHA = 0.05  # the level of every test, after Holm-Bonferroni within a family
-BETTER, WORSE, UNCLEAR = "semi-implicit better", "semi-implicit worse", "no clear difference"
+UNCLEAR = "no clear difference"
 
 
 def judged_metrics(classifiers) -> list:
-    """(key, words, lower is better) of every measure a comparison is judged on: the forward test MSE, and
-    FD-1D, guided accuracy and coverage with each classifier (the first one's keys unsuffixed)."""
-    out = [("test_mse_forward", "forward test MSE", True)]
-    for i, name in enumerate(classifiers):
-        suffix = "" if i == 0 else f"_{name}"
-        out += [(f"fd_1d{suffix}", f"FD-1D ({name})", True), (f"sample_acc_guided{suffix}", f"guided accuracy ({name})", False),
-                (f"coverage_entropy{suffix}", f"coverage ({name})", False)]
+    """(key, name, lower is better) of every measure a comparison is judged on: the forward test MSE, and
+    FD-1D, guided accuracy and coverage with each classifier (the first one's keys unsuffixed); names and
+    directions are grid_stats.METRICS'."""
+    out = [("test_mse_forward", METRICS["test_mse_forward"].name, METRICS["test_mse_forward"].lower)]
+    for i, classifier in enumerate(classifiers):
+        suffix = "" if i == 0 else f"_{classifier}"
+        out += [(f"{key}{suffix}", f"{METRICS[key].name} ({classifier})", METRICS[key].lower)
+                for key in ("fd_1d", "sample_acc_guided", "coverage_entropy")]
     return out
 
 

@@ -3,11 +3,13 @@ implicit differences with t intervals, the best configuration, and the judgement
 
 Every numeric key of each run's metrics.json and quality.json is aggregated, so metrics added later
 appear in the summary without changes here. METRICS below is the one place that names the metrics the
-report reads and says which direction is better; the selections after it only pick from it.
+reports read (a short name for figures, words for tables) and says which direction is better; the selections
+after it, and the ablation study's measures, only pick from it.
 """
 import math
 import statistics
 from pathlib import Path
+from typing import NamedTuple
 
 import yaml
 from scipy.stats import t as student_t
@@ -17,40 +19,49 @@ from pydiffusion.files import UnreadableFileError, load_json
 
 AXES = ("loss", "noise", "training")
 
-# name -> (what it measures, lower is better: True, False, or None where neither direction is better);
+
+class Metric(NamedTuple):
+    name: str  # short, with its unit: a figure's title
+    words: str  # what it measures: a table's row
+    lower: bool | None  # lower is better: True, False, or None where neither direction is better
+
+
 # in the order of the report's columns
 METRICS = {
-    "test_mse_forward": ("denoising error (forward test MSE)", True),
-    "test_mse_inverse": ("inverse-map error (inverse test MSE)", True),
-    "test_mse": ("mean of the forward and inverse test MSE", True),
-    "test_mae": ("forward test MAE", True),
-    "test_kl": ("the variational bound on the test set, nats per dimension", True),
-    "psnr_t5": ("denoising PSNR at t = 5", False),
-    "psnr_t10": ("denoising PSNR at t = 10", False),
-    "psnr_t15": ("denoising PSNR at t = 15", False),
+    "test_mse_forward": Metric("forward test MSE", "denoising error (forward test MSE)", True),
+    "test_mse_inverse": Metric("inverse test MSE", "inverse-map error (inverse test MSE)", True),
+    "test_mse": Metric("test MSE, forward and inverse", "mean of the forward and inverse test MSE", True),
+    "test_mae": Metric("forward test MAE", "forward test MAE", True),
+    "test_kl": Metric("test KL, nats / dim", "the variational bound on the test set, nats per dimension", True),
+    "psnr_t5": Metric("PSNR at t = 5, dB", "denoising PSNR at t = 5", False),
+    "psnr_t10": Metric("PSNR at t = 10, dB", "denoising PSNR at t = 10", False),
+    "psnr_t15": Metric("PSNR at t = 15, dB", "denoising PSNR at t = 15", False),
     # images only
-    "ssim_t5": ("denoising SSIM at t = 5", False),
-    "ssim_t10": ("denoising SSIM at t = 10", False),
-    "ssim_t15": ("denoising SSIM at t = 15", False),
-    "fd_1d": ("sample quality (FD-1D)", True),
-    "fd_ratio": ("FD-1D over its floor (a train subset against the test set)", True),
-    "sample_acc_guided": ("class fidelity of guided samples", False),
-    "coverage_entropy": ("evenness of the classes of unconditional samples", False),
+    "ssim_t5": Metric("SSIM at t = 5", "denoising SSIM at t = 5", False),
+    "ssim_t10": Metric("SSIM at t = 10", "denoising SSIM at t = 10", False),
+    "ssim_t15": Metric("SSIM at t = 15", "denoising SSIM at t = 15", False),
+    "fd_1d": Metric("FD-1D", "sample quality (FD-1D)", True),
+    "fd_ratio": Metric("FD-1D / floor", "FD-1D over its floor (a train subset against the test set)", True),
+    "sample_acc_guided": Metric("guided accuracy", "class fidelity of guided samples", False),
+    "coverage_entropy": Metric("class coverage", "evenness of the classes of unconditional samples", False),
     # small is copying the training set, large is poor samples
-    "nn_dist": ("distance of each sample to its nearest training signal", None),
+    "nn_dist": Metric("nearest-neighbour distance", "distance of each sample to its nearest training signal", None),
     # the training modes minimise different sums, so their losses do not compare
-    "final_loss": ("training loss of the last epoch", None),
-    "epochs_to_5pct": ("epochs until the loss stays within 5% of its final value", True),
-    "loss_mean_abs_change": ("mean change of the training loss from one epoch to the next", None),
-    "loss_increases": ("epochs in which the training loss went up", True),
-    "train_time_s": ("training time in seconds", True),
-    "train_cpu_s": ("training CPU time in seconds, all threads (other work on the machine does not inflate it)", True),
+    "final_loss": Metric("final training loss", "training loss of the last epoch", None),
+    "epochs_to_5pct": Metric("epochs to 5% of the final loss", "epochs until the loss stays within 5% of its final value",
+                             True),
+    "loss_mean_abs_change": Metric("mean loss change per epoch", "mean change of the training loss from one epoch to the "
+                                   "next", None),
+    "loss_increases": Metric("epochs the loss rose", "epochs in which the training loss went up", True),
+    "train_time_s": Metric("training time, s", "training time in seconds", True),
+    "train_cpu_s": Metric("training CPU time, s", "training CPU time in seconds, all threads (other work on the machine "
+                          "does not inflate it)", True),
 }
-HIGHER_IS_BETTER = tuple(key for key, (_, lower) in METRICS.items() if lower is False)
+HIGHER_IS_BETTER = tuple(key for key, metric in METRICS.items() if metric.lower is False)
 # compared seed by seed (summary.json's paired cells), in the order of the report's paired table
 PAIRED_METRICS = ("test_mse_forward", "test_mse_inverse", "test_mse", "test_kl", "psnr_t5", "psnr_t10", "psnr_t15",
                   "ssim_t5", "ssim_t10", "ssim_t15", "sample_acc_guided", "coverage_entropy", "fd_1d")
-VERDICT_METRICS = tuple((key, METRICS[key][0]) for key in ("test_mse_forward", "fd_1d", "sample_acc_guided"))
+VERDICT_METRICS = tuple((key, METRICS[key].words) for key in ("test_mse_forward", "fd_1d", "sample_acc_guided"))
 BAR_METRICS = ("test_mse_forward", "test_mse_inverse", "test_kl", "psnr_t10", "fd_1d", "sample_acc_guided",
                "train_time_s")  # figures/metrics.png
 # figures/paired.png: the verdict's own measures first
@@ -61,10 +72,19 @@ NOT_METRICS = {"seed", "epochs", "n_params"}
 BETTER, WORSE = "semi-implicit better", "semi-implicit worse"
 
 
+def with_direction(text: str, lower: bool | None, sep: str = " ") -> str:
+    """text with its better direction: 'FD-1D (lower is better)'; text alone where neither direction is better."""
+    return text if lower is None else f"{text}{sep}({'lower' if lower else 'higher'} is better)"
+
+
 def metric_label(key: str) -> str:
-    """A metric in words with its better direction, for a figure's title or a table's row."""
-    words, lower = METRICS[key]
-    return words if lower is None else f"{words} ({'lower' if lower else 'higher'} is better)"
+    """A metric in words with its better direction, for a table's row."""
+    return with_direction(METRICS[key].words, METRICS[key].lower)
+
+
+def metric_title(key: str) -> str:
+    """A metric's short name and unit with its better direction, for a figure's title."""
+    return with_direction(METRICS[key].name, METRICS[key].lower)
 
 
 def _load_config(d: Path, fix: str) -> dict:
@@ -174,7 +194,7 @@ def judge(effect, lower_is_better=True):
 
 def reading(cell, key):
     """judge() of one metric of a paired cell, in the direction METRICS gives it."""
-    return judge(cell[key], METRICS[key][1])
+    return judge(cell[key], METRICS[key].lower)
 
 
 def verdict_tally(cells):

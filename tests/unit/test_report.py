@@ -18,11 +18,11 @@ SELECTIONS = {"PAIRED_METRICS": PAIRED_METRICS, "VERDICT_METRICS": tuple(k for k
 
 
 def test_the_metric_table_is_the_one_list_of_metric_names():
-    assert set(HIGHER_IS_BETTER) == {k for k, (_, lower) in METRICS.items() if lower is False}
+    assert set(HIGHER_IS_BETTER) == {k for k, metric in METRICS.items() if metric.lower is False}
     for name, keys in SELECTIONS.items():
         assert set(keys) <= set(METRICS), f"{name} names a metric that METRICS does not describe"
-    assert all(METRICS[k][1] is not None for k in PAIRED_METRICS), "a paired difference needs a better direction"
-    assert dict(VERDICT_METRICS) == {k: METRICS[k][0] for k, _ in VERDICT_METRICS}
+    assert all(METRICS[k].lower is not None for k in PAIRED_METRICS), "a paired difference needs a better direction"
+    assert dict(VERDICT_METRICS) == {k: METRICS[k].words for k, _ in VERDICT_METRICS}
 
 
 def test_report_and_verdict_read_the_metric_table(tmp_path):
@@ -37,9 +37,9 @@ def test_report_and_verdict_read_the_metric_table(tmp_path):
     readings = dict(re.findall(r"^\| mse / gaussian \| (\w+) \|[^|]*\|[^|]*\| 3 \| ([^|]+) \|$", report, re.M))
     assert list(readings) == list(PAIRED_METRICS)
     for key, words in readings.items():
-        assert words == (WORSE if METRICS[key][1] else BETTER), key
+        assert words == (WORSE if METRICS[key].lower else BETTER), key
     for key, words in VERDICT_METRICS:
-        everywhere = "worse" if METRICS[key][1] else "better"
+        everywhere = "worse" if METRICS[key].lower else "better"
         assert f"On {words}, semi-implicit training is {everywhere} in every loss x noise cell." in report
 
     summary = json.loads((tmp_path / "out" / "summary.json").read_text())

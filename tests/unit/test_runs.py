@@ -110,7 +110,7 @@ def test_the_model_card_says_what_the_model_is_its_metrics_beside_the_floor_and_
         row = next(line for line in card.splitlines() if line.startswith(f"| `{key}`"))
         value = fmt({**run.metrics, **run.quality}[key])
         beside = f" (floor {fmt(run.quality['fd_floor'])})" if key == "fd_1d" else ""
-        assert METRICS[key][0] in row and f"| {value}{beside} |" in row, row
+        assert METRICS[key].words in row and f"| {value}{beside} |" in row, row
     assert "(lower is better)" in card and "(higher is better)" in card
     assert f"floor, {fmt(run.quality['fd_floor'])}," in card
     assert "ddim, 20 steps" in card and run.command in card
