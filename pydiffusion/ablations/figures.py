@@ -3,10 +3,9 @@ effect sizes (Hedges' g) with their intervals. Each is a matplotlib Figure on it
 pydiffusion.reporting.figures."""
 import math
 
-from pydiffusion.ablations.stats import BETTER, WORSE
-from pydiffusion.reporting.figures import new_figure
-
-READING_COLORS = {BETTER: "tab:green", WORSE: "tab:red"}  # no clear difference: gray
+from pydiffusion.reporting.figures import mse_by_t, new_figure
+from pydiffusion.reporting.grid_figures import READING_COLORS, reading_legend
+from pydiffusion.reporting.grid_stats import with_direction
 
 
 def curves_figure(summary, families: dict, cells):
@@ -22,24 +21,16 @@ def curves_figure(summary, families: dict, cells):
         color = {name: f"C{k}" for k, name in enumerate(dict.fromkeys(n for pair in pairs for n in pair))}
         for j, cell in enumerate(cells):
             absolute, relative = axes[i][2 * j], axes[i][2 * j + 1]
-            for name in color:
-                if (name, cell) in curve:
-                    absolute.plot(range(1, len(curve[(name, cell)]) + 1), curve[(name, cell)], marker=".", lw=1,
-                                  label=name, color=color[name])
-            absolute.set_yscale("log")
-            for name, reference in pairs:
-                if (name, cell) in curve and (reference, cell) in curve:
-                    ratio = [a / b for a, b in zip(curve[(name, cell)], curve[(reference, cell)])]
-                    relative.plot(range(1, len(ratio) + 1), ratio, marker=".", lw=1, label=f"{name} / {reference}",
-                                  color=color[name])
+            mse_by_t(absolute, {name: curve[(name, cell)] for name in color if (name, cell) in curve}, color,
+                     f"{family}, {cell}: test MSE(t)", fontsize=8)
+            ratios = {f"{name} / {reference}": [a / b for a, b in zip(curve[(name, cell)], curve[(reference, cell)])]
+                      for name, reference in pairs if (name, cell) in curve and (reference, cell) in curve}
+            mse_by_t(relative, ratios, {f"{name} / {reference}": color[name] for name, reference in pairs},
+                     f"{family}, {cell}: over the reference", log=False, fontsize=8)
             relative.axhline(1, color="gray", lw=0.8)
-            absolute.set_title(f"{family}, {cell}: test MSE(t)", fontsize=8)
-            relative.set_title(f"{family}, {cell}: over the reference", fontsize=8)
-            for ax in (absolute, relative):
-                ax.tick_params(labelsize=7)
-                ax.legend(fontsize=5)
-                if i == len(families) - 1:
-                    ax.set_xlabel("t", fontsize=7)
+            if i < len(families) - 1:  # the bottom row names the shared t axis
+                absolute.set_xlabel("")
+                relative.set_xlabel("")
     return fig
 
 
@@ -58,8 +49,10 @@ def effects_figure(comparisons, judged):
             ax.errorbar([e["g"]], [y], xerr=[[e["g"] - e["g_low"]], [e["g_high"] - e["g"]]], fmt="o", ms=3,
                         color=color, capsize=2, lw=1)
         ax.axvline(0, color="gray", lw=0.8)
-        ax.set_title(f"{words}\n({'lower' if lower else 'higher'} is better)", fontsize=7)
+        ax.set_title(with_direction(words, lower, "\n"), fontsize=7)
+        ax.set_xlabel("Hedges' g", fontsize=6)
         ax.tick_params(labelsize=6)
     axes[0][0].set_yticks(range(len(labels)), labels, fontsize=5)
     axes[0][0].invert_yaxis()
+    reading_legend(fig)
     return fig

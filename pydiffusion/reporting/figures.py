@@ -24,6 +24,11 @@ from pydiffusion.diffusion.samplers import draw_class_samples, run_sampler, time
 from pydiffusion.files import save_figure
 
 GENERATED_COLOR, REAL_COLOR = "tab:orange", "tab:blue"
+# a history's loss components: each its own dash in the grid report (where the colour is the training mode's), and
+# its name in words in every legend
+COMPONENTS = {"loss": ("-", "total"), "forward": ("-", "forward denoising"), "inverse": ("--", "inverse map"),
+              "rt_fi": (":", "roundtrip forward -> inverse"), "rt_if": ("-.", "roundtrip inverse -> forward"),
+              "consistency": ((0, (5, 1, 1, 1, 1, 1)), "consistency")}
 
 
 def new_figure(figsize, *grid, **subplots):
@@ -242,18 +247,20 @@ def samples_grid(x, y, path, per_class=16, title=None, real=None):
     save_figure(fig, path)
 
 
-def mse_by_t(ax, curves: dict, colors: dict, title: str, log: bool = True):
+def mse_by_t(ax, curves: dict, colors: dict, title: str, log: bool = True, fontsize: int = 9):
     """Curves over t = 1..T ({label: [value at each t]}, e.g. a run's test_mse_forward_t) on ax, each in its colour
-    and named in a legend; integer t ticks."""
+    and named in a legend; integer t ticks. The run's plot, the grid report's and the ablation study's figures."""
     for label, values in curves.items():
         ax.plot(range(1, len(values) + 1), values, marker=".", lw=1.2, color=colors.get(label), label=label)
     if log:
         ax.set_yscale("log")
     ax.xaxis.set_major_locator(MaxNLocator(integer=True))
-    ax.set_xlabel("timestep t")
-    ax.set_title(title, fontsize=9)
+    ax.set_xlabel("timestep t", fontsize=fontsize - 1)
+    ax.set_title(title, fontsize=fontsize)
+    ax.tick_params(labelsize=fontsize - 2)
     ax.grid(alpha=0.3)
-    ax.legend(fontsize=7)
+    if curves:
+        ax.legend(fontsize=fontsize - 3)
 
 
 def loss_curves(history, path, title, mse_t=None):
@@ -266,7 +273,8 @@ def loss_curves(history, path, title, mse_t=None):
     ax = axes[0][0]
     ax.plot(epochs, [h["loss"] for h in history], color="black", lw=2.5, marker=marker, label="total (weighted)")
     for k in components:
-        ax.plot(epochs, [h[k] for h in history], lw=1.2, marker=marker, markersize=3, label=k)
+        ax.plot(epochs, [h[k] for h in history], lw=1.2, marker=marker, markersize=3,
+                label=COMPONENTS[k][1] if k in COMPONENTS else k)
     ax.set_yscale("log")
     plain = FuncFormatter(lambda v, _: f"{v:g}")  # 0.3, not 3 x 10^-1
     ax.yaxis.set_major_formatter(plain)

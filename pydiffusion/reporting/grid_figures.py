@@ -6,19 +6,24 @@ import textwrap
 from pathlib import Path
 
 from matplotlib.lines import Line2D
-from matplotlib.patches import Patch
 from matplotlib.ticker import MaxNLocator
 
 from pydiffusion.data.labels import NUM_CLASSES
 from pydiffusion.files import load_torch, save_figure
-from pydiffusion.reporting.figures import mse_by_t, new_figure, show
-from pydiffusion.reporting.grid_stats import BAR_METRICS, DIFFERENCE_METRICS, config_name, metric_label
+from pydiffusion.reporting.figures import COMPONENTS, mse_by_t, new_figure, show
+from pydiffusion.reporting.grid_stats import (
+    BAR_METRICS,
+    BETTER,
+    DIFFERENCE_METRICS,
+    WORSE,
+    config_name,
+    metric_title,
+    reading,
+)
 
+# a paired difference's reading (grid_stats.judge); no clear difference: gray
+READING_COLORS = {BETTER: "tab:green", WORSE: "tab:red"}
 TRAINING_COLORS = {"implicit": "tab:blue", "semi_implicit": "tab:orange", "consistency": "tab:green"}
-# each loss component its own dash (the colour is the training mode's), named in words in the legend
-COMPONENTS = {"loss": ("-", "total"), "forward": ("-", "forward denoising"), "inverse": ("--", "inverse map"),
-              "rt_fi": (":", "roundtrip forward -> inverse"), "rt_if": ("-.", "roundtrip inverse -> forward"),
-              "consistency": ((0, (5, 1, 1, 1, 1, 1)), "consistency")}
 
 
 def grid_figures(records, summary, cells, fig_dir):
@@ -62,36 +67,63 @@ def _grid_curves(records, component):
 
 
 def metric_bars(summary):
+    """Per bar metric, the mean over seeds of each configuration with its standard deviation (none for one seed),
+    the training modes side by side in each loss x noise cell."""
     shown = [k for k in BAR_METRICS if all(k in row for row in summary)]
-    fig, axes = new_figure((3.2 * len(shown), 3.6), 1, len(shown), squeeze=False)
+    cell_keys = sorted({(row["loss"], row["noise"]) for row in summary})
+    trainings = sorted({row["training"] for row in summary})
+    width = 0.8 / len(trainings)
+    fig, axes = new_figure((2.8 * len(shown), 3.4), 1, len(shown), squeeze=False)
     for ax, key in zip(axes[0], shown):
-        ax.bar(range(len(summary)), [row[key]["mean"] for row in summary], yerr=[row[key]["std"] for row in summary],
-               color=[TRAINING_COLORS.get(row["training"]) for row in summary], capsize=3)
-        ax.set_xticks(range(len(summary)), [f"{row['loss']}\n{row['noise']}" for row in summary], fontsize=6)
-        ax.set_title(textwrap.fill(metric_label(key), 32), fontsize=8)
-    axes[0][0].legend(handles=[Patch(color=TRAINING_COLORS[t], label=t) for t in sorted({row["training"] for row in summary})],
-                      fontsize=7)
+        for k, training in enumerate(trainings):
+            rows = [row for row in summary if row["training"] == training]
+            ax.bar([cell_keys.index((row["loss"], row["noise"])) + (k - (len(trainings) - 1) / 2) * width for row in rows],
+                   [row[key]["mean"] for row in rows], width,
+                   yerr=[row[key]["std"] if row["n_seeds"] > 1 else 0 for row in rows],
+                   color=TRAINING_COLORS.get(training), capsize=2, label=training)
+        ax.set_xticks(range(len(cell_keys)), [f"{loss}\n{noise}" for loss, noise in cell_keys], fontsize=7)
+        ax.tick_params(axis="y", labelsize=7)
+        ax.set_title(textwrap.fill(metric_title(key), 40), fontsize=8)
+    axes[0][0].legend(fontsize=7)
+    fig.suptitle("mean over seeds per configuration, with its standard deviation", fontsize=9)
+    fig.tight_layout()
     return fig
 
 
 def paired_differences(cells):
-    """Semi-implicit minus implicit per cell with its 95% interval, the verdict's measures (FD-1D, guided accuracy)
-    first where the runs have them."""
+    """Semi-implicit minus implicit per cell with its 95% interval, coloured by its reading, the verdict's measures
+    (FD-1D, guided accuracy) first where the runs have them."""
     shown = [k for k in DIFFERENCE_METRICS if any(k in c for c in cells)]
-    fig, axes = new_figure((3.2 * max(1, len(shown)), 3.4), 1, max(1, len(shown)), squeeze=False)
+    fig, axes = new_figure((2.8 * max(1, len(shown)), 3.4), 1, max(1, len(shown)), squeeze=False)
     if not shown:  # a grid of one training mode has no pairs
         axes[0][0].text(0.5, 0.5, "no semi-implicit / implicit pairs in this grid", ha="center", va="center")
         axes[0][0].set_axis_off()
+        return fig
     for ax, key in zip(axes[0], shown):
         for i, c in enumerate(cells):
             if key in c:
                 e = c[key]
                 lo, hi = (e["ci_low"], e["ci_high"]) if not math.isnan(e["ci_low"]) else (e["diff"], e["diff"])
-                ax.errorbar([i], [e["diff"]], yerr=[[e["diff"] - lo], [hi - e["diff"]]], fmt="o", capsize=4)
+                ax.errorbar([i], [e["diff"]], yerr=[[e["diff"] - lo], [hi - e["diff"]]], fmt="o", capsize=4,
+                            color=READING_COLORS.get(reading(c, key), "gray"))
         ax.axhline(0, color="gray", lw=0.8)
         ax.set_xticks(range(len(cells)), [f"{c['loss']}\n{c['noise']}" for c in cells], fontsize=7)
-        ax.set_title(textwrap.fill(f"semi-implicit minus implicit: {metric_label(key)}", 32), fontsize=8)
+        ax.tick_params(axis="y", labelsize=7)
+        ax.set_title(textwrap.fill(metric_title(key), 40), fontsize=8)
+    axes[0][0].set_ylabel("semi-implicit minus implicit", fontsize=8)
+    reading_legend(fig)
+    fig.suptitle("semi-implicit minus implicit per loss x noise cell: mean over seeds, 95% interval", fontsize=9,
+                 x=0.02, ha="left")
+    fig.tight_layout(rect=(0, 0, 1, 0.97))
     return fig
+
+
+def reading_legend(fig):
+    """A legend of READING_COLORS above the figure's top right corner (clear of the panels' titles; the saved PNG's
+    tight box takes it in)."""
+    fig.legend(handles=[Line2D([], [], color=c, marker="o", label=words) for words, c in
+                        (*READING_COLORS.items(), ("no clear difference, or one seed", "gray"))],
+               fontsize=7, loc="lower right", bbox_to_anchor=(1, 1), ncol=3)
 
 
 def _test_mse_by_t(records):

@@ -1,15 +1,32 @@
-"""The grid report's figures read at a glance: every curve its own colour and dash and named in a legend, integer
-epochs, metric names in words with their better direction, the verdict's measures first in the paired figure, the
-per-timestep test MSE, one sample per panel; and one seed's spread is "n/a", not "± 0"."""
+"""The figures read at a glance: every curve its own colour and dash and named in a legend, integer epochs and
+timesteps, metric names from the metric table with their better direction, the verdict's measures first in the
+paired figure, the per-timestep test MSE in the grid report, the ablation study's figures and `pydiffusion plot`,
+one sample per panel; and one seed's spread is "n/a", not "± 0", in both reports."""
+import argparse
 import json
+from pathlib import Path
 
 import matplotlib.colors as mcolors
 import pytest
 from helpers.runs import made_up_run
 from matplotlib.ticker import MaxNLocator
 
-from pydiffusion.reporting import grid_figures
-from pydiffusion.reporting.grid_stats import load_runs, metric_label, paired, summarize
+from pydiffusion.ablations.figures import curves_figure, effects_figure
+from pydiffusion.ablations.stats import judged_metrics
+from pydiffusion.ablations.text import configurations_section
+from pydiffusion.cli import plot
+from pydiffusion.reporting import figures, grid_figures
+from pydiffusion.reporting.grid_stats import (
+    BAR_METRICS,
+    BETTER,
+    DIFFERENCE_METRICS,
+    METRICS,
+    WORSE,
+    load_runs,
+    metric_title,
+    paired,
+    summarize,
+)
 from pydiffusion.reporting.report import markdown
 
 
@@ -48,14 +65,29 @@ def test_every_curve_is_distinguishable_and_named(grid, drawn, tmp_path):
         assert all(t == int(t) for t in drawn[name].axes[0].get_xticks())
 
 
-def test_metric_titles_are_words_with_their_direction_and_the_verdict_leads_the_paired_figure(grid, drawn, tmp_path):
+def test_metric_titles_are_named_by_the_metric_table_with_their_direction(grid, drawn, tmp_path):
     grid_figures.grid_figures(*grid, tmp_path)
     titles = [ax.get_title().replace("\n", " ") for ax in drawn["metrics.png"].axes]
-    assert titles[0] == metric_label("test_mse_forward") == "denoising error (forward test MSE) (lower is better)"
-    assert "class fidelity of guided samples (higher is better)" in titles
-    paired_titles = [ax.get_title().replace("\n", " ") for ax in drawn["paired.png"].axes]
-    assert "sample quality (FD-1D)" in paired_titles[0] and "class fidelity" in paired_titles[1]
-    assert "forward test MSE" in paired_titles[2]
+    assert titles == [metric_title(k) for k in BAR_METRICS]
+    assert metric_title("fd_1d") == f"{METRICS['fd_1d'].name} (lower is better)" == "FD-1D (lower is better)"
+    assert metric_title("sample_acc_guided").endswith("(higher is better)")
+    assert metric_title("nn_dist") == METRICS["nn_dist"].name, "neither direction is better: none named"
+
+
+def test_the_paired_figure_leads_with_the_verdicts_measures_coloured_by_their_reading(grid, drawn, tmp_path):
+    grid_figures.grid_figures(*grid, tmp_path)
+    axes = drawn["paired.png"].axes
+    titles = [ax.get_title().replace("\n", " ") for ax in axes]
+    assert titles[:2] == [metric_title("fd_1d"), metric_title("sample_acc_guided")]
+    assert titles[2:] == [metric_title(k) for k in DIFFERENCE_METRICS[2:]]
+    # made_up_run: semi-implicit is 0.25 higher on every metric in both seeds, so worse on FD-1D, better on accuracy
+    [fd_point] = [line for line in axes[0].get_lines() if line.get_marker() == "o"]
+    [acc_point] = [line for line in axes[1].get_lines() if line.get_marker() == "o"]
+    assert list(fd_point.get_ydata()) == pytest.approx([0.25])
+    assert mcolors.same_color(fd_point.get_color(), grid_figures.READING_COLORS[WORSE])
+    assert mcolors.same_color(acc_point.get_color(), grid_figures.READING_COLORS[BETTER])
+    legend = [t.get_text() for t in drawn["paired.png"].legends[0].get_texts()]
+    assert legend[:2] == [BETTER, WORSE]
 
 
 def test_the_per_timestep_test_mse_shows_semi_implicit_over_implicit(grid, drawn, tmp_path):
@@ -87,3 +119,48 @@ def test_a_grid_of_one_training_mode_says_it_has_no_pairs(tmp_path, drawn):
     [ax] = drawn["paired.png"].axes
     assert ax.texts[0].get_text() == "no semi-implicit / implicit pairs in this grid"
     assert not drawn["test_mse_t.png"].axes[1].get_lines(), "no ratio without semi-implicit runs"
+
+
+def test_one_seed_gives_no_spread_in_the_ablation_report_either():
+    one_seed = {"mean": 0.512, "sd": 0.0, "n": 1}
+    row = {"config": "semi", "cell": "mse-convex", "epochs": 2, "n_seeds": 1,
+           "metrics": {"test_mse_forward": one_seed, "train_time_s": {"mean": 60.0, "sd": 0.0, "n": 1}}}
+    table = configurations_section([row], [])
+    assert "0.512 ± n/a" in table and "± 0" not in table
+
+
+def test_the_ablation_figures_read_the_metric_table_and_tick_whole_timesteps():
+    judged = judged_metrics(["cnn", "gru"])
+    assert [(key, lower) for key, _, lower in judged][:4] == [(k, METRICS[k].lower) for k in
+                                                               ("test_mse_forward", "fd_1d", "sample_acc_guided",
+                                                                "coverage_entropy")]
+    effect = {"g": 1.0, "g_low": 0.5, "g_high": 1.5, "reading": WORSE}
+    comparisons = [{"family": "roundtrip", "config": "semi", "reference": "implicit", "cell": "mse-convex",
+                    "metrics": {key: effect for key, _, _ in judged}}]
+    fig = effects_figure(comparisons, judged)
+    assert [ax.get_title() for ax in fig.axes][:2] == ["forward test MSE\n(lower is better)",
+                                                       "FD-1D (cnn)\n(lower is better)"]
+    assert fig.axes[2].get_title() == "guided accuracy (cnn)\n(higher is better)"
+    summary = [{"config": name, "cell": "mse-convex", "curve": [k + 1.0 + t / 10 for t in range(20)]}
+               for k, name in enumerate(["implicit", "semi"])]
+    curves = curves_figure(summary, {"roundtrip": [("semi", "implicit")]}, ["mse-convex"])
+    for ax in curves.axes:
+        assert isinstance(ax.xaxis.get_major_locator(), MaxNLocator)
+        assert all(t == int(t) for t in ax.get_xticks())
+        assert ax.get_legend() is not None
+
+
+def test_plot_adds_the_per_timestep_test_mse_once_the_run_has_finished(grid, monkeypatch, capsys):
+    saved = []
+    monkeypatch.setattr(figures, "save_figure", lambda fig, path: saved.append(fig))
+    records, _, _ = grid
+    finished = Path(records[0]["run"])
+    plot.run(argparse.Namespace(run=str(finished), out=str(finished / "loss.png")))
+    loss, mse_t = saved[0].axes
+    assert mse_t.get_lines()[0].get_ydata() == pytest.approx(records[0]["test_mse_forward_t"])
+    assert isinstance(mse_t.xaxis.get_major_locator(), MaxNLocator)
+    assert [t.get_text() for t in loss.get_legend().get_texts()] == ["total (weighted)", "forward denoising"]
+    (finished / "metrics.json").unlink()  # as while it still trains
+    plot.run(argparse.Namespace(run=str(finished), out=str(finished / "loss.png")))
+    assert len(saved[1].axes) == 1
+    assert "test MSE per timestep" not in capsys.readouterr().out.splitlines()[-1]
