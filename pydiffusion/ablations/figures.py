@@ -7,6 +7,8 @@ from pydiffusion.reporting.figures import mse_by_t, new_figure
 from pydiffusion.reporting.grid_figures import READING_COLORS, reading_legend
 from pydiffusion.reporting.grid_stats import with_direction
 
+REFERENCE_DASHES = ("-", "--", ":", "-.")
+
 
 def curves_figure(summary, families: dict, cells):
     """One row per family; per cell two panels: every configuration of the family's mean x0 test MSE at
@@ -19,6 +21,10 @@ def curves_figure(summary, families: dict, cells):
         # one colour per configuration in every panel of the family (the reference has no curve of its own on the
         # right)
         color = {name: f"C{k}" for k, name in enumerate(dict.fromkeys(n for pair in pairs for n in pair))}
+        # and, over its references, one dash per reference of a configuration compared with several (the budget
+        # family: its plain, wall-clock and evaluation-matched references)
+        dashes = {f"{name} / {reference}": REFERENCE_DASHES[[r for n, r in pairs if n == name].index(reference)
+                                                            % len(REFERENCE_DASHES)] for name, reference in pairs}
         for j, cell in enumerate(cells):
             absolute, relative = axes[i][2 * j], axes[i][2 * j + 1]
             mse_by_t(absolute, {name: curve[(name, cell)] for name in color if (name, cell) in curve}, color,
@@ -26,7 +32,7 @@ def curves_figure(summary, families: dict, cells):
             ratios = {f"{name} / {reference}": [a / b for a, b in zip(curve[(name, cell)], curve[(reference, cell)])]
                       for name, reference in pairs if (name, cell) in curve and (reference, cell) in curve}
             mse_by_t(relative, ratios, {f"{name} / {reference}": color[name] for name, reference in pairs},
-                     f"{family}, {cell}: over the reference", log=False, fontsize=8)
+                     f"{family}, {cell}: over the reference", log=False, fontsize=8, dashes=dashes)
             relative.axhline(1, color="gray", lw=0.8)
             if i < len(families) - 1:  # the bottom row names the shared t axis
                 absolute.set_xlabel("")

@@ -247,11 +247,13 @@ def samples_grid(x, y, path, per_class=16, title=None, real=None):
     save_figure(fig, path)
 
 
-def mse_by_t(ax, curves: dict, colors: dict, title: str, log: bool = True, fontsize: int = 9):
+def mse_by_t(ax, curves: dict, colors: dict, title: str, log: bool = True, fontsize: int = 9, dashes: dict = None):
     """Curves over t = 1..T ({label: [value at each t]}, e.g. a run's test_mse_forward_t) on ax, each in its colour
-    and named in a legend; integer t ticks. The run's plot, the grid report's and the ablation study's figures."""
+    (and its line style in `dashes`, solid where absent) and named in a legend; integer t ticks. The run's plot, the
+    grid report's and the ablation study's figures."""
     for label, values in curves.items():
-        ax.plot(range(1, len(values) + 1), values, marker=".", lw=1.2, color=colors.get(label), label=label)
+        ax.plot(range(1, len(values) + 1), values, marker=".", lw=1.2, color=colors.get(label),
+                linestyle=(dashes or {}).get(label, "-"), label=label)
     if log:
         ax.set_yscale("log")
     ax.xaxis.set_major_locator(MaxNLocator(integer=True))

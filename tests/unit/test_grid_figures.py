@@ -164,3 +164,14 @@ def test_plot_adds_the_per_timestep_test_mse_once_the_run_has_finished(grid, mon
     plot.run(argparse.Namespace(run=str(finished), out=str(finished / "loss.png")))
     assert len(saved[1].axes) == 1
     assert "test MSE per timestep" not in capsys.readouterr().out.splitlines()[-1]
+
+
+def test_a_configuration_compared_with_several_references_gets_a_dash_for_each():
+    names = ["semi_2x", "implicit_2x", "implicit_2x_wallclock", "semi_3x", "implicit_3x"]
+    summary = [{"config": name, "cell": "mse-convex", "curve": [k + 1.0 + t / 10 for t in range(20)]}
+               for k, name in enumerate(names)]
+    pairs = [("semi_2x", "implicit_2x"), ("semi_2x", "implicit_2x_wallclock"), ("semi_3x", "implicit_3x")]
+    relative = curves_figure(summary, {"budget": pairs}, ["mse-convex"]).axes[1]
+    ratios = [line for line in relative.get_lines() if "/" in line.get_label()]
+    styles = [(mcolors.to_hex(line.get_color()), line.get_linestyle()) for line in ratios]
+    assert len(ratios) == 3 and len(set(styles)) == 3, styles
