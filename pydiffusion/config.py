@@ -1,12 +1,15 @@
 """Training configuration: defaults, and validation at the edge.
 
 A config is a flat mapping; every key, its type and its valid values are declared once in
-DEFAULTS / CHOICES / CHECKS below. `load_config` merges a YAML file and `key=value`
+DEFAULTS / CHOICES / CHECKS below, and a trainer plugin (`training: mypkg.mod:MyTrainer` or an entry point of the
+group TRAINER_GROUP) declares its own keys beside them: validate imports it to read them (trainer_spec). `load_config` merges a YAML file and `key=value`
 overrides onto the defaults and raises ConfigError (one line naming the key and the valid
 choices) before any work starts.
 """
+import importlib
 import math
-from importlib.metadata import PackageNotFoundError, version
+from dataclasses import dataclass, field
+from importlib.metadata import PackageNotFoundError, entry_points, version
 from pathlib import Path
 
 import yaml
@@ -32,7 +35,7 @@ DEFAULTS = {
     "prediction": "v",           # well-conditioned x0_hat at low SNR (a_T is ~0.004 at T = 20); eps, x0, mu too
     "clip": 5.0,                 # clamp x0_hat to [-clip, clip]; 0 disables
     "loss": "mse",
-    "training": "implicit",
+    "training": "implicit",      # implicit, semi_implicit, consistency, an installed trainer plugin, or module:Class
     # semi-implicit loss weights (docs/math.md#training-modes) and consistency weight
     "w_forward": 1.0,
     "w_inverse": 1.0,
@@ -78,9 +81,12 @@ DEFAULTS = {
     "wandb_name": None,
 }
 
-# network passes (forward + backward) per training example of each training mode: the relative cost of
-# an epoch (the workflow runs the dearest jobs first and estimates the time left from it)
+# network passes (forward + backward) per training example of each built-in training mode: the relative cost of
+# an epoch (the workflow runs the dearest jobs first and estimates the time left from it). A trainer plugin
+# declares its own (`passes`, see trainer_spec); the built-in modes' keys are in DEFAULTS, so every stored
+# config has them.
 TRAINING_PASSES = {"implicit": 1, "semi_implicit": 4, "consistency": 2}
+TRAINER_GROUP = "pydiffusion.trainers"  # the entry-point group of trainer plugins (docs/your-idea.md)
 
 # The one list of each key's valid values: the noise paths, the kernels' prediction codes (the first three
 # predictions; reference.PREDICTION_CODES numbers them in this order, as csrc/diffusion_math.h does; mu is
@@ -93,7 +99,6 @@ CHOICES = {
     "schedule": ("linear", "quadratic", "cosine"),
     "prediction": ("eps", "x0", "v", "mu"),
     "loss": ("mse", "kl"),
-    "training": tuple(TRAINING_PASSES),
     "model": ("unet", "mlp"),
     "conditioning": ("input", "embedding"),
     "device": ("auto", "cpu", "cuda"),
@@ -146,8 +151,7 @@ class ConfigError(ValueError):
     """A bad configuration: the message names the key and what is valid."""
 
 
-def _type_ok(key, value):
-    default = DEFAULTS[key]
+def _type_ok(default, value):
     if default is None:
         return value is None or isinstance(value, str)
     if isinstance(default, bool):
@@ -167,31 +171,121 @@ def _yaml_float(text: str):
         return text
 
 
+@dataclass(frozen=True)
+class TrainerSpec:
+    """What the configuration needs to know of a training mode: its cost and its own keys."""
+    name: str
+    passes: float                                # network passes per training example (implicit: 1)
+    options: dict = field(default_factory=dict)  # its own config keys -> default
+    checks: dict = field(default_factory=dict)   # key -> (predicate, description of the valid values)
+    check_config: object = None                  # config -> None, or a message naming what is wrong and the fix
+
+
+def installed_trainers() -> dict:
+    """{name: entry point} of the trainers installed under the entry-point group TRAINER_GROUP."""
+    return {ep.name: ep for ep in entry_points(group=TRAINER_GROUP)}
+
+
+def _trainer_choices() -> str:
+    names = dict.fromkeys([*TRAINING_PASSES, *installed_trainers()])
+    return f"{', '.join(names)}, or a class as module:Class"
+
+
+def load_trainer_class(name: str):
+    """The class of a trainer plugin named by `training`: an installed entry point's name, or module:Class
+    (imported from sys.path); ConfigError, one line, if it cannot be had."""
+    where = f"config key 'training' is {name!r}"
+    module_name, sep, class_name = name.partition(":")
+    if not sep:
+        found = installed_trainers().get(name)
+        if found is None:
+            raise ConfigError(f"{where}; choose one of {_trainer_choices()}")
+        module_name, _, class_name = found.value.partition(":")
+    if not module_name or not class_name:
+        raise ConfigError(f"{where}; name a trainer class as module:Class, for example mypkg.trainers:MyTrainer")
+    try:
+        module = importlib.import_module(module_name)
+    except ModuleNotFoundError as e:
+        raise ConfigError(f"{where}, but module {e.name!r} is not found; install it or add its folder to "
+                          f"PYTHONPATH") from None
+    except Exception as e:  # the plugin's own code failed on import: say which and how, in one line
+        raise ConfigError(f"{where}, but importing {module_name!r} failed: {type(e).__name__}: "
+                          f"{_first_line(e)}") from None
+    cls = getattr(module, class_name, None)
+    if not isinstance(cls, type):
+        raise ConfigError(f"{where}, but module {module_name!r} has no class {class_name!r}")
+    return cls
+
+
+def _plugin_spec(name: str, cls) -> TrainerSpec:
+    """The TrainerSpec a plugin class declares, checked (docs/your-idea.md#the-trainer-interface)."""
+    where = f"trainer {name!r}"
+    components = getattr(cls, "components", None)
+    if not (isinstance(components, tuple) and components and all(isinstance(c, str) for c in components)):
+        raise ConfigError(f"{where} must declare `components`, a non-empty tuple of the loss names it returns")
+    passes = getattr(cls, "passes", None)
+    if not (isinstance(passes, (int, float)) and not isinstance(passes, bool) and passes > 0):
+        raise ConfigError(f"{where} must declare `passes`, its network passes per training example (> 0; "
+                          f"implicit training is 1)")
+    if not callable(getattr(cls, "from_config", None)):
+        raise ConfigError(f"{where} must have a `from_config(denoiser, cfg)` class method (subclass "
+                          f"pydiffusion.training.trainers.ImplicitTrainer to inherit it)")
+    options, checks = getattr(cls, "options", {}), getattr(cls, "checks", {})
+    if not isinstance(options, dict) or not all(isinstance(k, str) for k in options):
+        raise ConfigError(f"{where}: `options` must be a dict of its config keys and their defaults")
+    for key, default in options.items():
+        if key in DEFAULTS and default != DEFAULTS[key]:
+            raise ConfigError(f"{where}: option {key!r} is a pydiffusion key with default {DEFAULTS[key]!r}, not "
+                              f"{default!r}; rename the option")
+        if not (default is None or isinstance(default, (bool, int, float, str, list))):
+            raise ConfigError(f"{where}: option {key!r} has default {default!r}; a default is a number, a string, "
+                              f"a boolean, a list or None")
+    if not isinstance(checks, dict) or set(checks) - set(options):
+        raise ConfigError(f"{where}: `checks` must be a dict of some of its options -> (predicate, description)")
+    return TrainerSpec(name, float(passes), dict(options), dict(checks), getattr(cls, "check_config", None))
+
+
+def trainer_spec(name) -> TrainerSpec:
+    """The TrainerSpec of a `training` value: a built-in mode (no import) or a plugin (imported)."""
+    if not isinstance(name, str):
+        raise ConfigError(f"config key 'training' must be str, got {name!r}")
+    if name in TRAINING_PASSES:
+        return TrainerSpec(name, TRAINING_PASSES[name])
+    return _plugin_spec(name, load_trainer_class(name))
+
+
 def validate(cfg: dict) -> dict:
-    """Return a complete, checked copy of `cfg` (defaults filled in); raise ConfigError."""
-    unknown = sorted(set(cfg) - set(DEFAULTS))
+    """Return a complete, checked copy of `cfg` (defaults filled in, the trainer's own keys too); raise ConfigError."""
+    spec = trainer_spec(cfg.get("training", DEFAULTS["training"]))
+    defaults, checks = {**DEFAULTS, **spec.options}, {**CHECKS, **spec.checks}
+    unknown = sorted(set(cfg) - set(defaults))
     if unknown:
-        raise ConfigError(f"unknown config key {unknown[0]!r}; valid keys: {', '.join(DEFAULTS)}")
-    out = {**DEFAULTS, **cfg}
+        own = f"; trainer {spec.name!r} adds {', '.join(spec.options)}" if set(spec.options) - set(DEFAULTS) else ""
+        raise ConfigError(f"unknown config key {unknown[0]!r}; valid keys: {', '.join(DEFAULTS)}{own}")
+    out = {**defaults, **cfg}
     for key, value in out.items():
-        if isinstance(DEFAULTS[key], float) and isinstance(value, str):
+        default = defaults[key]
+        if isinstance(default, float) and isinstance(value, str):
             value = _yaml_float(value)
-        if not _type_ok(key, value):
-            expected = "a string or null" if DEFAULTS[key] is None else type(DEFAULTS[key]).__name__
+        if not _type_ok(default, value):
+            expected = "a string or null" if default is None else type(default).__name__
             raise ConfigError(f"config key {key!r} must be {expected}, got {value!r}")
-        if isinstance(DEFAULTS[key], float):
+        if isinstance(default, float):
             out[key] = value = float(value)
             if not math.isfinite(value):
                 raise ConfigError(f"config key {key!r} is {value!r}; it must be a finite number")
         if key in CHOICES and value not in CHOICES[key]:
             raise ConfigError(f"config key {key!r} is {value!r}; choose one of {', '.join(CHOICES[key])}")
-        if key in CHECKS and not CHECKS[key][0](value):
-            raise ConfigError(f"config key {key!r} is {value!r}; it must be {CHECKS[key][1]}")
+        if key in checks and not checks[key][0](value):
+            raise ConfigError(f"config key {key!r} is {value!r}; it must be {checks[key][1]}")
     if out["sample_steps"] > out["T"]:
         raise ConfigError(f"config key 'sample_steps' is {out['sample_steps']}; it must be <= T ({out['T']})")
     bad = [t for t in out["psnr_timesteps"] if t > out["T"]]
     if bad:
         raise ConfigError(f"config key 'psnr_timesteps' has {bad[0]} > T ({out['T']}); use timesteps in [1, T]")
+    problem = spec.check_config(out) if spec.check_config is not None else None
+    if problem:
+        raise ConfigError(f"trainer {spec.name!r}: {problem}")
     return out
 
 
@@ -200,7 +294,7 @@ def check_value(name: str, key: str, value):
     (CHECKS); `name` names it in the error."""
     if isinstance(value, float) and not math.isfinite(value):
         raise ConfigError(f"{name} is {value}; it must be a finite number")
-    if not _type_ok(key, value):
+    if not _type_ok(DEFAULTS[key], value):
         raise ConfigError(f"{name} is {value!r}; it must be {type(DEFAULTS[key]).__name__}")
     valid, description = CHECKS[key]
     if not valid(value):

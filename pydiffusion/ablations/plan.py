@@ -9,7 +9,7 @@ families and the configurations they compare, nothing else.
 """
 from dataclasses import dataclass
 
-from pydiffusion.config import CHOICES, DEFAULTS, TRAINING_PASSES, ConfigError, validate
+from pydiffusion.config import CHOICES, DEFAULTS, TRAINING_PASSES, ConfigError, trainer_spec, validate
 
 # keys a configuration may not set: the workflow sets them per job (cells, seeds, the data) or from epochs_x
 WORKFLOW_KEYS = ("loss", "noise", "seed", "data_cache", "data_dir", "epochs", "checkpoint_every", "threads")
@@ -30,7 +30,7 @@ class Study:
         measured 2.3x width 32 on one CPU thread, not the 4x of its FLOPs: small convolutions are not
         compute-bound)."""
         cfg = self.configs[name]
-        return TRAINING_PASSES[cfg["training"]] * cfg["channels"] / 32 * cfg["train_fraction"]
+        return trainer_spec(cfg["training"]).passes * cfg["channels"] / 32 * cfg["train_fraction"]
 
 
 def _epochs_factor(spec, training, section) -> float:
@@ -41,7 +41,7 @@ def _epochs_factor(spec, training, section) -> float:
     if match == "wallclock":
         return factor * section["wallclock_ratio"]
     if match == "evaluations":
-        return factor * TRAINING_PASSES["semi_implicit"] / TRAINING_PASSES[training]
+        return factor * TRAINING_PASSES["semi_implicit"] / trainer_spec(training).passes
     return factor
 
 
@@ -66,8 +66,10 @@ def read_study(section: dict, shared: dict) -> Study:
             raise ConfigError(f"{where}: {bad[0]!r} is set by the study (cells, seeds, base_epochs x epochs_x); remove it")
         overrides = {k: v for k, v in spec.items() if k not in STUDY_KEYS}
         training = {**shared, **overrides}.get("training", DEFAULTS["training"])
-        if training not in CHOICES["training"]:
-            raise ConfigError(f"{where}: config key 'training' is {training!r}; choose one of {', '.join(CHOICES['training'])}")
+        try:
+            trainer_spec(training)
+        except ConfigError as e:
+            raise ConfigError(f"{where}: {e}") from None
         if spec.get("match") == "wallclock" and training != "implicit":
             raise ConfigError(f"{where}: match: wallclock scales implicit training by wallclock_ratio; it needs "
                               f"training: implicit")

@@ -1,15 +1,22 @@
-"""The three training modes (docs/math.md#training-modes), each a callable batch -> dict of losses.
+"""The three training modes (docs/math.md#training-modes), each a callable batch -> dict of losses, and the trainer
+interface a plugin implements the same way (docs/your-idea.md#the-trainer-interface):
+
+- `components`: the names of the losses it returns besides "loss" (the history's and the report's columns);
+- `passes`: network passes (forward + backward) per training example, implicit = 1 (the workflow's cost of an epoch);
+- `options`: its own config keys and their defaults, `checks`: key -> (predicate, description), and
+  `check_config(cfg)`: None or a message, for rules across keys; config.validate reads all three at the edge;
+- `from_config(denoiser, cfg)`: the trainer of a validated config (ImplicitTrainer's passes the loss, the label
+  dropout and the options as keyword arguments);
+- `__call__(x0, y, gen)` -> {"loss": scalar total, <component>: scalar, ...}.
 
 A trainer holds the denoiser it trains (`pydiffusion.diffusion.denoiser.Denoiser`: the network, its path and
-parameterisation) and is called on a batch.
-
-A trainer returns {"loss": scalar total, <component>: scalar, ...}. It draws t, eps and the
-label dropout from the generator it is given, so a run is reproducible and resumable.
-Labels are dropped (replaced by the null label, for classifier-free guidance) only on forward
+parameterisation). It draws t, eps and the label dropout from the generator it is given, so a run is reproducible
+and resumable. Labels are dropped (replaced by the null label, for classifier-free guidance) only on forward
 (z = 0) passes: the inverse map P_y depends on y, so it is always conditioned.
 """
 import torch
 
+from pydiffusion.config import DEFAULTS, TRAINING_PASSES, load_trainer_class
 from pydiffusion.data.labels import NULL_LABEL
 from pydiffusion.data.patterns import prime_inverse
 from pydiffusion.diffusion import losses, ops
@@ -20,11 +27,18 @@ class ImplicitTrainer:
     """z = 0 only: the single forward (denoising) loss."""
 
     components = ("forward",)
+    passes = TRAINING_PASSES["implicit"]
+    options = {}
+    checks = {}
 
     def __init__(self, denoiser: Denoiser, loss: str = "mse", cfg_dropout: float = 0.1):
         self.denoiser, self.loss, self.cfg_dropout = denoiser, loss, cfg_dropout
         self.path = denoiser.path
         self.tables = losses.bound_tables(self.path)
+
+    @classmethod
+    def from_config(cls, denoiser: Denoiser, cfg: dict):
+        return cls(denoiser, loss=cfg["loss"], cfg_dropout=cfg["cfg_dropout"], **{k: cfg[k] for k in cls.options})
 
     def draw(self, x0, y, gen):
         """t ~ U{1..T}, eps ~ N(0, I), and y with labels dropped for the forward direction."""
@@ -61,6 +75,8 @@ class SemiImplicitTrainer(ImplicitTrainer):
     """
 
     components = ("forward", "inverse", "rt_fi", "rt_if")
+    passes = TRAINING_PASSES["semi_implicit"]
+    options = {k: DEFAULTS[k] for k in ("w_forward", "w_inverse", "w_rt_fi", "w_rt_if", "detach_intermediate")}
 
     def __init__(self, denoiser, loss="mse", cfg_dropout=0.1, w_forward=1.0, w_inverse=1.0, w_rt_fi=0.5, w_rt_if=0.5,
                  detach_intermediate=True):
@@ -91,6 +107,8 @@ class ConsistencyTrainer(ImplicitTrainer):
     """Forward loss + w * MSE(denoise(renoise(x0_hat, t'), t'), x0_hat), x0_hat without gradient."""
 
     components = ("forward", "consistency")
+    passes = TRAINING_PASSES["consistency"]
+    options = {"w_consistency": DEFAULTS["w_consistency"]}
 
     def __init__(self, denoiser, loss="mse", cfg_dropout=0.1, w_consistency=0.5):
         super().__init__(denoiser, loss, cfg_dropout)
@@ -109,12 +127,14 @@ class ConsistencyTrainer(ImplicitTrainer):
         return {"loss": forward + self.w_consistency * consistency, "forward": forward, "consistency": consistency}
 
 
+BUILT_IN = {"implicit": ImplicitTrainer, "semi_implicit": SemiImplicitTrainer, "consistency": ConsistencyTrainer}
+
+
+def trainer_class(name: str):
+    """The class of a `training` value: a built-in mode, or a plugin (config.load_trainer_class)."""
+    return BUILT_IN[name] if name in BUILT_IN else load_trainer_class(name)
+
+
 def build_trainer(cfg: dict, denoiser: Denoiser):
-    common = dict(loss=cfg["loss"], cfg_dropout=cfg["cfg_dropout"])
-    if cfg["training"] == "implicit":
-        return ImplicitTrainer(denoiser, **common)
-    if cfg["training"] == "semi_implicit":
-        return SemiImplicitTrainer(denoiser, **common, w_forward=cfg["w_forward"], w_inverse=cfg["w_inverse"],
-                                   w_rt_fi=cfg["w_rt_fi"], w_rt_if=cfg["w_rt_if"],
-                                   detach_intermediate=cfg["detach_intermediate"])
-    return ConsistencyTrainer(denoiser, **common, w_consistency=cfg["w_consistency"])
+    """The trainer of a validated config."""
+    return trainer_class(cfg["training"]).from_config(denoiser, cfg)

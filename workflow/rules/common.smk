@@ -104,9 +104,11 @@ def check_schema(section, schema, where=()):
 
 
 _schema = read_schema("config.schema.yaml")
-# the grid's axes take the values pydiffusion.config.CHOICES lists (the schema names no values)
+# the grid's axes take the values pydiffusion.config.CHOICES lists, and its training axis the built-in modes (the
+# schema names no values; a trainer plugin is a configuration of a study, config/techniques.yaml)
+GRID_AXES = {**CHOICES, "training": tuple(TRAINING_PASSES)}
 for _axis, _prop in _schema["properties"]["grid"]["properties"].items():
-    _prop["items"]["enum"] = list(CHOICES[_axis])
+    _prop["items"]["enum"] = list(GRID_AXES[_axis])
 check_schema(config, _schema)
 # the ablation study (config/ablations.yaml): its section's own schema; workflow/rules/ablations.smk reads it
 ABLATIONS = "ablations" in config
@@ -202,5 +204,5 @@ if DeploymentMethod.APPTAINER not in workflow.deployment_settings.deployment_met
 wildcard_constraints:
     loss="|".join(CHOICES["loss"]),
     noise="|".join(CHOICES["noise"]),
-    training="|".join(CHOICES["training"]),
+    training="|".join(GRID_AXES["training"]),
     seed=r"\d+",
