@@ -2,9 +2,9 @@
 
 A config is a flat mapping; every key, its type and its valid values are declared once in
 DEFAULTS / CHOICES / CHECKS below, and a trainer plugin (`training: mypkg.mod:MyTrainer` or an entry point of the
-group TRAINER_GROUP) declares its own keys beside them: validate imports it to read them (trainer_spec). `load_config` merges a YAML file and `key=value`
-overrides onto the defaults and raises ConfigError (one line naming the key and the valid
-choices) before any work starts.
+group TRAINER_GROUP) declares its own keys beside them: validate imports it to read them (trainer_spec).
+`load_config` merges a YAML file and `key=value` overrides onto the defaults and raises ConfigError (one line
+naming the key and the valid choices) before any work starts.
 """
 import importlib
 import math
