@@ -3,11 +3,17 @@ effect sizes (Hedges' g) with their intervals. Each is a matplotlib Figure on it
 pydiffusion.reporting.figures."""
 import math
 
+from pydiffusion.ablations.stats import BETTER, WORSE
 from pydiffusion.reporting.figures import mse_by_t, new_figure
 from pydiffusion.reporting.grid_figures import READING_COLORS, reading_legend
+from pydiffusion.reporting.grid_stats import BETTER as GRID_BETTER
+from pydiffusion.reporting.grid_stats import WORSE as GRID_WORSE
 from pydiffusion.reporting.grid_stats import with_direction
 
 REFERENCE_DASHES = ("-", "--", ":", "-.")
+# the grid's colours for the study's readings (summaries of older studies hold the grid's words: the same colours)
+STUDY_COLORS = {BETTER: READING_COLORS[GRID_BETTER], WORSE: READING_COLORS[GRID_WORSE]}
+COLORS = {**STUDY_COLORS, GRID_BETTER: STUDY_COLORS[BETTER], GRID_WORSE: STUDY_COLORS[WORSE]}
 
 
 def curves_figure(summary, families: dict, cells):
@@ -42,7 +48,8 @@ def curves_figure(summary, families: dict, cells):
 
 def effects_figure(comparisons, judged):
     """Hedges' g (configuration minus reference) with its 95% interval, one panel per judged measure, one row
-    per comparison and cell; green where semi-implicit is better, red where worse (Holm-Bonferroni, 0.05)."""
+    per comparison and cell; green where the configuration is better than its reference, red where worse
+    (Holm-Bonferroni, 0.05)."""
     labels = [f"{c['family']}: {c['config']} vs {c['reference']} ({c['cell']})" for c in comparisons]
     fig, axes = new_figure((2.6 * len(judged) + 3, 0.22 * len(comparisons) + 1.2), 1, len(judged), squeeze=False,
                         sharey=True)
@@ -51,7 +58,7 @@ def effects_figure(comparisons, judged):
             e = c["metrics"].get(key)
             if e is None or math.isnan(e["g"]):
                 continue
-            color = READING_COLORS.get(e["reading"], "gray")
+            color = COLORS.get(e["reading"], "gray")
             ax.errorbar([e["g"]], [y], xerr=[[e["g"] - e["g_low"]], [e["g_high"] - e["g"]]], fmt="o", ms=3,
                         color=color, capsize=2, lw=1)
         ax.axvline(0, color="gray", lw=0.8)
@@ -60,5 +67,5 @@ def effects_figure(comparisons, judged):
         ax.tick_params(labelsize=6)
     axes[0][0].set_yticks(range(len(labels)), labels, fontsize=5)
     axes[0][0].invert_yaxis()
-    reading_legend(fig)
+    reading_legend(fig, {f"configuration {words}": c for words, c in STUDY_COLORS.items()})
     return fig

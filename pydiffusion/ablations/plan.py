@@ -95,6 +95,9 @@ def read_study(section: dict, shared: dict) -> Study:
                 raise ConfigError(f"ablations.families.{family}: {name!r} is compared with itself")
             pairs.append((name, reference))
         families[family] = pairs
+    unknown = [f for f in section.get("controls", []) if f not in families]
+    if unknown:
+        raise ConfigError(f"ablations.controls: {unknown[0]!r} is not one of the families ({', '.join(families)})")
     if section.get("run_families"):
         families = _chosen_families(families, section["run_families"])
         used = {name for pairs in families.values() for pair in pairs for name in pair}

@@ -1,5 +1,5 @@
 """Statistics of the ablation study (docs/math.md#ablation-statistics): a configuration against its family's
-reference over seeds. Welch's difference of means with its t interval and p-value (the default: a changed
+reference over seeds. Welch's difference of means with its t interval, p-value and minimum detectable effect (the default: a changed
 architecture or length breaks the pairing by seed), the paired difference where runs do pair, Hedges' g with
 its interval, Holm-Bonferroni over the cells of a family, and the FD ratio's interval with the floor's noise.
 """
@@ -8,13 +8,12 @@ import statistics
 
 from scipy import stats
 
-# a reading's words are the grid report's, so that both colour them alike (re-exported for the study's modules)
-from pydiffusion.reporting.grid_stats import BETTER as BETTER
+from pydiffusion.reporting.grid_stats import ALPHA as ALPHA  # every test's level, after Holm-Bonferroni within a family
 from pydiffusion.reporting.grid_stats import METRICS
-from pydiffusion.reporting.grid_stats import WORSE as WORSE
+from pydiffusion.reporting.grid_stats import min_detectable_effect as min_detectable_effect
 
-ALPHA = 0.05  # the level of every test, after Holm-Bonferroni within a family
-UNCLEAR = "no clear difference"
+# a reading: the configuration against its reference (semi-implicit, a technique, a positive control)
+BETTER, WORSE, UNCLEAR = "better", "worse", "no clear difference"
 
 
 def judged_metrics(classifiers) -> list:
@@ -46,13 +45,13 @@ def welch(a, b, level=0.95) -> dict:
     nan interval and p with fewer than two values on either side."""
     if len(a) < 2 or len(b) < 2:
         return {"diff": statistics.fmean(a) - statistics.fmean(b), "ci_low": math.nan, "ci_high": math.nan,
-                "p": math.nan, "df": math.nan}
+                "p": math.nan, "df": math.nan, "se": math.nan}
     (ma, va), (mb, vb) = _mean_var(a), _mean_var(b)
     qa, qb = va / len(a), vb / len(b)
     se = math.sqrt(qa + qb)
     df = (qa + qb) ** 2 / (qa**2 / (len(a) - 1) + qb**2 / (len(b) - 1)) if se > 0 else len(a) + len(b) - 2
     low, high, p = _t_test(ma - mb, se, df, level)
-    return {"diff": ma - mb, "ci_low": low, "ci_high": high, "p": p, "df": df}
+    return {"diff": ma - mb, "ci_low": low, "ci_high": high, "p": p, "df": df, "se": se}
 
 
 def paired(a, b, level=0.95) -> dict:

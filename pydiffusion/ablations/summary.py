@@ -6,7 +6,8 @@ import logging
 import statistics
 from pathlib import Path
 
-from pydiffusion.ablations.stats import ALPHA, BETTER, UNCLEAR, WORSE, hedges_g, holm, judged_metrics, ratio_interval, welch
+from pydiffusion.ablations.stats import (ALPHA, BETTER, UNCLEAR, WORSE, hedges_g, holm, judged_metrics,
+                                        min_detectable_effect, ratio_interval, welch)
 from pydiffusion.evaluation.quality import floor_spread
 from pydiffusion.files import UnreadableFileError, load_json
 from pydiffusion.nets.classifiers import load_classifier
@@ -89,7 +90,8 @@ def _reading(effect, lower_is_better):
 def compare(records, families: dict, cells, classifiers) -> list:
     """Every family's comparisons (configuration against its reference) in every cell: per judged measure
     Welch's difference with its 95% interval and p-value, Hedges' g with its interval, the p-value adjusted
-    by Holm-Bonferroni over the family's comparisons x cells (per measure), and the reading at ALPHA."""
+    by Holm-Bonferroni over the family's comparisons x cells (per measure), the reading at ALPHA, and the minimum
+    detectable effect at 80% power and level ALPHA / (the family's comparisons x cells)."""
     rows = []
     for family, pairs in families.items():
         fam = []
@@ -110,7 +112,10 @@ def compare(records, families: dict, cells, classifiers) -> list:
         for key, _, lower in judged_metrics(classifiers):
             measured = [r for r in fam if key in r["metrics"]]
             for r, p in zip(measured, holm([r["metrics"][key]["p"] for r in measured])):
-                r["metrics"][key]["p_holm"] = p
-                r["metrics"][key]["reading"] = _reading(r["metrics"][key], lower)
+                e = r["metrics"][key]
+                e["p_holm"] = p
+                e["reading"] = _reading(e, lower)
+                # at Holm's strictest step, alpha / m: an effect this large is found whatever the family's other p
+                e["mde"] = min_detectable_effect(e["se"], e["df"], ALPHA / len(measured))
         rows += fam
     return rows

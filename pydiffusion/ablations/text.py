@@ -11,6 +11,7 @@ from pydiffusion.config import CHOICES
 from pydiffusion.reporting.markdown import fmt, md_table, mean_spread
 
 OPEN_IMPROVEMENT = 0.05  # an interval that still allows this relative improvement leaves the question open
+SUBJECT = "semi-implicit training"  # what a study's configurations try, unless its section names it (subject)
 
 
 def _ci(e, low="ci_low", high="ci_high"):
@@ -33,15 +34,15 @@ def best_case(rows, key, lower):
     return (min(ends) if lower else max(ends)) if ends else math.nan
 
 
-def verdict(comparisons, judged):
+def verdict(comparisons, judged, subject=SUBJECT):
     helped = [(c, key) for c in comparisons for key, _, _ in judged if c["metrics"].get(key, {}).get("reading") == BETTER]
     words = {key: w for key, w, _ in judged}
     if not helped:
         return [f"**No.** In none of the {len(comparisons)} comparisons (configuration against its reference, per "
-                f"cell) is semi-implicit training better on any of the {len(judged)} measures after Holm-Bonferroni "
+                f"cell) is {subject} better on any of the {len(judged)} measures after Holm-Bonferroni "
                 f"within its family (alpha {ALPHA})."]
-    lines = ["**Yes, in part.** Semi-implicit training is better than its reference (Holm-Bonferroni within the "
-             f"family, alpha {ALPHA}) in:", ""]
+    lines = [f"**Yes, in part.** {subject[0].upper() + subject[1:]} is better than its reference (Holm-Bonferroni "
+             f"within the family, alpha {ALPHA}) in:", ""]
     for c, key in helped:
         e = c["metrics"][key]
         lines.append(f"- {c['family']}: **{c['config']}** vs {c['reference']}, {c['cell']}: {words[key]} "
@@ -53,15 +54,35 @@ def family_section(family, rows, judged):
     words = {key: w for key, w, _ in judged}
     readings = [m["reading"] for r in rows for m in r["metrics"].values()]
     table = [[f"{r['config']} vs {r['reference']}", r["cell"], words[key], fmt(e["diff"]), _ci(e),
-              f"{fmt(e['g'])} ({_ci(e, 'g_low', 'g_high')})", fmt(e["p"]), fmt(e["p_holm"]), e["reading"]]
+              f"{fmt(e['g'])} ({_ci(e, 'g_low', 'g_high')})", fmt(e["p"]), fmt(e["p_holm"]), e["reading"],
+              fmt(e.get("mde", math.nan))]
              for r in rows for key, _, _ in judged if (e := r["metrics"].get(key))]
     return [f"### {family}", "",
-            f"{len(rows)} comparisons x {len(judged)} measures: semi-implicit better in {readings.count(BETTER)}, worse "
-            f"in {readings.count(WORSE)}, no clear difference in {readings.count(UNCLEAR)}. Time ratio (reference / "
+            f"{len(rows)} comparisons x {len(judged)} measures: the configuration better in {readings.count(BETTER)}, "
+            f"worse in {readings.count(WORSE)}, no clear difference in {readings.count(UNCLEAR)}. Time ratio (reference / "
             f"configuration training seconds): " + ", ".join(f"{r['config']} vs {r['reference']} {r['cell']} "
                                                             f"{_time_ratio(r)}" for r in rows) + ".", "",
             md_table(["comparison", "cell", "measure", "difference", "95% CI", "Hedges' g (95% CI)", "p", "p (Holm)",
-                      "reading"], table), ""]
+                      "reading", "MDE (80% power)"], table), ""]
+
+
+def control_section(comparisons, judged):
+    """The positive controls, first: did the design find the improvement a control is known to bring?"""
+    words = {key: w for key, w, _ in judged}
+    lines, found, total = [], 0, 0
+    for (family, name, reference), rows in _pairs(comparisons).items():
+        for r in rows:
+            better = [f"{words[k]} {fmt(e['diff'])} ({_ci(e)})" for k, _, _ in judged
+                      if (e := r["metrics"].get(k)) and e["reading"] == BETTER]
+            found, total = found + len(better), total + len(r["metrics"])
+            lines.append(f"- {family}: **{name}** vs {reference}, {r['cell']}: better on {len(better)} of "
+                         f"{len(r['metrics'])} measures" + (f": {'; '.join(better)}" if better else ""))
+    head = (f"The design detects the controls' improvement in {found} of {total} readings (Holm-Bonferroni within the "
+            f"family, alpha {ALPHA}), so it can see an effect of their size; each comparison's MDE column below says "
+            "how large an effect a \"no clear difference\" still leaves possible." if found else
+            f"The design does not detect the controls' improvement in any of {total} readings: its \"no clear "
+            "difference\" readings below say little; run more seeds or longer before reading them.")
+    return [head, "", *lines, ""]
 
 
 def _time_ratio(row):
@@ -134,7 +155,8 @@ def what_would_change(section, comparisons, floor, judged):
     if missing:
         open_items.append(f"- The cells {', '.join(missing)} were not run (the study runs {', '.join(section['cells'])} "
                           f"only, to fit the machine).")
-    not_run = [f for f in section["families"] if f not in {c["family"] for c in comparisons}]
+    not_run = [f for f in section["families"] if f not in {c["family"] for c in comparisons}
+               and f not in section.get("controls", [])]
     if not_run:
         open_items.append(f"- The families {', '.join(not_run)} were not run in this report (ablations.run_families); "
                           "rerun without it, into the same results, to add them.")
@@ -146,6 +168,9 @@ def what_would_change(section, comparisons, floor, judged):
 
 def markdown(section, configs, summary, comparisons, floor, classifiers, n_runs):
     judged = judged_metrics(classifiers)
+    subject = section.get("subject", SUBJECT)
+    controls = [c for c in comparisons if c["family"] in section.get("controls", [])]
+    comparisons = [c for c in comparisons if c not in controls]
     seeds = sorted({r["metrics"]["test_mse_forward"]["n"] for r in summary})
     missing = missing_cells(section)
     scope = (f" The study runs the cells {', '.join(section['cells'])} only; {', '.join(missing)} are left out to fit "
@@ -157,12 +182,16 @@ def markdown(section, configs, summary, comparisons, floor, classifiers, n_runs)
              + ", ".join(f"{c} (test accuracy {fmt(floor[c]['test_acc'])})" for c in classifiers)
              + ". Each comparison is a configuration against its family's reference, per cell: Welch's difference "
                "(configuration minus reference) with its 95% t interval, Hedges' g with its 95% interval, and p-values "
-               "adjusted by Holm-Bonferroni over the family's comparisons x cells, per measure (docs/math.md)."
-             + scope, "",
-             "## Does any setting make semi-implicit training help?", "", *verdict(comparisons, judged), "",
-             "## Families", ""]
+               "adjusted by Holm-Bonferroni over the family's comparisons x cells, per measure, and the minimum "
+               "detectable effect (MDE): the smallest true difference its test finds with 80% power at Holm's strictest "
+               "level (alpha / the family's comparisons x cells), from the seeds' spread (docs/math.md)."
+             + scope, ""]
+    if controls:
+        parts += ["## Positive control: can the design detect an improvement?", "", *control_section(controls, judged)]
+    parts += [f"## Does any setting make {subject} help?", "", *verdict(comparisons, judged, subject), "",
+              "## Families", ""]
     by_family = {}
-    for c in comparisons:
+    for c in controls + comparisons:
         by_family.setdefault(c["family"], []).append(c)
     for family, rows in by_family.items():
         parts += family_section(family, rows, judged)

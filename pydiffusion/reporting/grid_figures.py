@@ -118,11 +118,12 @@ def paired_differences(cells):
     return fig
 
 
-def reading_legend(fig):
-    """A legend of READING_COLORS above the figure's top right corner (clear of the panels' titles; the saved PNG's
-    tight box takes it in)."""
+def reading_legend(fig, colors=None):
+    """A legend of reading -> colour (default READING_COLORS) above the figure's top right corner (clear of the panels'
+    titles; the saved PNG's tight box takes it in)."""
+    colors = READING_COLORS if colors is None else colors
     fig.legend(handles=[Line2D([], [], color=c, marker="o", label=words) for words, c in
-                        (*READING_COLORS.items(), ("no clear difference, or one seed", "gray"))],
+                        (*colors.items(), ("no clear difference, or one seed", "gray"))],
                fontsize=7, loc="lower right", bbox_to_anchor=(1, 1), ncol=3)
 
 

@@ -12,6 +12,8 @@ from pathlib import Path
 from typing import NamedTuple
 
 import yaml
+from scipy.optimize import brentq
+from scipy.stats import nct
 from scipy.stats import t as student_t
 
 from pydiffusion.config import MNIST1D
@@ -70,6 +72,8 @@ DIFFERENCE_METRICS = ("fd_1d", "sample_acc_guided", "test_mse_forward", "test_ms
 NOT_METRICS = {"seed", "epochs", "n_params"}
 
 BETTER, WORSE = "semi-implicit better", "semi-implicit worse"
+ALPHA = 0.05  # the level of every interval and test
+POWER = 0.8   # the power of the reports' minimum detectable effects
 
 
 def with_direction(text: str, lower: bool | None, sep: str = " ") -> str:
@@ -137,6 +141,27 @@ def t_interval(diffs, level=0.95):
     return mean, mean - half, mean + half
 
 
+def min_detectable_effect(se: float, df: float, alpha: float = ALPHA, power: float = POWER) -> float:
+    """The smallest true difference that a two-sided t test at level alpha detects with probability `power`, for a
+    difference with standard error se and df degrees of freedom (the noncentral t's noncentrality times se: exact
+    for a paired t test, close for Welch's, whose df is itself estimated); nan without a spread (fewer than two
+    seeds a side), 0 for a spread of 0."""
+    if not (df >= 1 and se >= 0):
+        return math.nan
+    if se == 0:
+        return 0.0
+    crit = student_t.ppf(1 - alpha / 2, df)
+
+    def shortfall(nc):
+        wrong_side = nct.cdf(-crit, df, nc)  # nan far out in the tail, where it is 0 to double precision
+        return nct.sf(crit, df, nc) + (0.0 if math.isnan(wrong_side) else wrong_side) - power
+
+    high = crit + 1.0
+    while shortfall(high) < 0:
+        high *= 2
+    return brentq(shortfall, 0.0, high) * se
+
+
 def summarize(records):
     """Per configuration: the number of seeds and mean / std / min / max of every metric."""
     groups = {}
@@ -154,7 +179,8 @@ def summarize(records):
 
 
 def paired(records):
-    """Semi-implicit minus implicit, seed by seed, per loss x noise cell, with a 95% t interval."""
+    """Semi-implicit minus implicit, seed by seed, per loss x noise cell, with a 95% t interval and the minimum
+    detectable effect at 80% power from the differences' spread (nan for one seed)."""
     by_key = {(r["loss"], r["noise"], r["training"], r["seed"]): r for r in records}
     cells = []
     for loss, noise in sorted({(r["loss"], r["noise"]) for r in records}):
@@ -170,7 +196,9 @@ def paired(records):
                      and key in by_key[(loss, noise, "implicit", s)]["metrics"]]
             if diffs:
                 mean, lo, hi = t_interval(diffs)
-                cell[key] = {"diff": mean, "ci_low": lo, "ci_high": hi, "n": len(diffs)}
+                mde = (min_detectable_effect(statistics.stdev(diffs) / math.sqrt(len(diffs)), len(diffs) - 1)
+                       if len(diffs) > 1 else math.nan)
+                cell[key] = {"diff": mean, "ci_low": lo, "ci_high": hi, "n": len(diffs), "mde": mde}
         cells.append(cell)
     return cells
 

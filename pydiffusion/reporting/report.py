@@ -4,6 +4,7 @@ statistics (pydiffusion.reporting.grid_stats). The aggregate job that writes the
 import csv
 import io
 import logging
+import math
 
 from pydiffusion.config import MNIST1D
 from pydiffusion.files import save_text
@@ -114,7 +115,8 @@ def markdown(records, summary, cells, best, best_key, samplers=None, guidance=No
             if key in c:
                 e = c[key]
                 paired_rows.append([f"{c['loss']} / {c['noise']}", key, fmt(e["diff"]),
-                                    f"{fmt(e['ci_low'])} .. {fmt(e['ci_high'])}", e["n"], reading(c, key)])
+                                    f"{fmt(e['ci_low'])} .. {fmt(e['ci_high'])}", e["n"], reading(c, key),
+                                    fmt(e.get("mde", math.nan))])
     seeds = sorted({r["seed"] for r in records})
     parts = [
         "# pydiffusion grid report",
@@ -136,9 +138,12 @@ def markdown(records, summary, cells, best, best_key, samplers=None, guidance=No
         "## Paired comparison: semi-implicit minus implicit (same seed)",
         "",
         "95% t confidence intervals over seeds. For errors and the bound, below zero favours semi-implicit; "
-        "for PSNR, accuracy and coverage, above zero does.",
+        "for PSNR, accuracy and coverage, above zero does. MDE: the minimum detectable effect, the smallest true "
+        "difference (either sign) that the paired t test at 0.05 finds with 80% power given the seeds' spread of the "
+        "differences: a \"no clear difference\" rules out effects larger than about it, not effects below it "
+        "(n/a with one seed).",
         "",
-        md_table(["cell", "metric", "mean difference", "95% CI", "seeds", "reading"], paired_rows),
+        md_table(["cell", "metric", "mean difference", "95% CI", "seeds", "reading", "MDE (80% power)"], paired_rows),
         "",
         "## Best configuration",
         "",

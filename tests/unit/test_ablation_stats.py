@@ -113,6 +113,47 @@ def test_the_study_plan_of_config_ablations():
     assert all(p[1] == "implicit" for p in study.families["roundtrip"])
 
 
+def test_the_minimum_detectable_effect_is_found_with_80_percent_power():
+    # known answers: the normal limit (z_0.975 + z_0.8) se, and a paired t test of 5 seeds, d_z = 1.682 (G*Power)
+    assert st.min_detectable_effect(1.0, 1e5) == pytest.approx(stats.norm.ppf(0.975) + stats.norm.ppf(0.8), rel=1e-3)
+    assert st.min_detectable_effect(1.0 / math.sqrt(5), 4) == pytest.approx(1.682, abs=2e-3)
+    assert st.min_detectable_effect(0.0, 4) == 0 and math.isnan(st.min_detectable_effect(math.nan, math.nan))
+    assert st.min_detectable_effect(1.0, 4, alpha=0.05 / 4) > st.min_detectable_effect(1.0, 4), "stricter level: larger"
+    # and by simulation: a true difference of the MDE over 5 pairs of spread 1 is found 80% of the time (the paired
+    # t test is the noncentral t exactly; Welch's test, with its df estimated, a little less often)
+    gen = torch.Generator().manual_seed(0)
+    a = torch.randn(4000, 5, generator=gen, dtype=torch.float64)
+    mde = st.min_detectable_effect(1 / math.sqrt(5), 4)
+    found = sum(st.paired((a[i] + mde).tolist(), [0.0] * 5)["p"] < 0.05 for i in range(4000)) / 4000
+    assert found == pytest.approx(0.8, abs=0.02)
+
+
+def test_the_techniques_study_puts_its_control_first_and_outside_the_verdict():
+    from pydiffusion.ablations.text import markdown
+
+    section = yaml.safe_load((ROOT / "config" / "techniques.yaml").read_text())["ablations"]
+    study = read_study(section, {})
+    assert study.configs["min_snr"]["training"] == "min_snr" and study.configs["min_snr"]["snr_gamma"] == 5
+    assert study.configs["immiscible_2x"]["epochs"] == 2 * study.configs["immiscible"]["epochs"]
+    assert study.epoch_cost("min_snr") == study.epoch_cost("implicit") == 1, "plugins declare their cost"
+    better = {"diff": -0.1, "ci_low": -0.2, "ci_high": -0.05, "g": -2.0, "g_low": -3.0, "g_high": -1.0, "p": 0.001,
+              "p_holm": 0.002, "reading": st.BETTER, "mde": 0.07, "reference_mean": 1.0}
+    unclear = {**better, "diff": 0.01, "ci_low": -0.1, "ci_high": 0.12, "p": 0.8, "p_holm": 0.9, "reading": st.UNCLEAR}
+    rows = [{"family": f, "config": c, "reference": r, "cell": "mse-convex", "time_ratio": 1.0,
+             "time_basis": "train_cpu_s", "metrics": {"test_mse_forward": e}}
+            for f, c, r, e in [("control", "implicit_2x", "implicit", better), ("min_snr", "min_snr", "implicit", unclear)]]
+    floor = {"cnn": {"mean": 0.5, "sd": 0.05, "test_acc": 0.9, "values": [0.5]}}
+    summary = [{"config": c, "cell": "mse-convex", "epochs": 20, "n_seeds": 5, "metrics": {"test_mse_forward":
+               {"mean": 0.4, "sd": 0.01, "n": 5}}} for c in ("implicit", "implicit_2x", "min_snr")]
+    text = markdown(section, study.configs, summary, rows, floor, ["cnn"], 15)
+    control, question = text.index("## Positive control"), text.index("## Does any setting make a training technique help?")
+    assert control < question, "the control comes first"
+    assert "The design detects the controls' improvement in 1 of 1 readings" in text
+    assert "**No.** In none of the 1 comparisons" in text, "the control is not a technique: outside the verdict"
+    assert "| min_snr vs implicit | mse-convex | forward test MSE | 0.01 |" in text and "| no clear difference | 0.07 |" in text
+    assert "- The families immiscible were not run in this report" in text, "a control is not a family left out"
+
+
 def test_run_families_trains_only_the_chosen_families_and_the_report_names_the_rest():
     from pydiffusion.ablations.text import what_would_change
 
@@ -141,6 +182,13 @@ def test_run_families_trains_only_the_chosen_families_and_the_report_names_the_r
     (lambda s: s.update(cells=["mse-brownian"]), "ablations.cells: 'mse-brownian' is not loss-noise"),
     (lambda s: s["families"]["weights"].update(configurations=["implicit_x0"]), "'implicit_x0' is compared with itself"),
     (lambda s: s.update(run_families=["weights", "budgett"]), "ablations.run_families: 'budgett' is not one of the families"),
+    (lambda s: s.update(controls=["budgt"]), "ablations.controls: 'budgt' is not one of the families"),
+    (lambda s: s["configurations"]["semi"].update(training="min_snr", loss="kl"), "'loss' is set by the study"),
+    (lambda s: s["configurations"]["semi"].update(training="nomodule.here:Trainer"),
+     "configurations.semi: config key 'training' is 'nomodule.here:Trainer', but module 'nomodule' is not found"),
+    (lambda s: s["configurations"]["semi"].update(snr_gamma=5), "configurations.semi: unknown config key 'snr_gamma'"),
+    (lambda s: s["configurations"]["semi"].update(training="min_snr", snr_gamma=0),
+     "configurations.semi: config key 'snr_gamma' is 0.0; it must be > 0"),
 ])
 def test_a_bad_study_is_one_line_naming_the_configuration(change, message):
     section = _study()

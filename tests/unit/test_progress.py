@@ -4,7 +4,7 @@ import json
 import pytest
 import torch
 
-from pydiffusion.config import TRAINING_PASSES, validate
+from pydiffusion.config import TRAINING_PASSES, trainer_spec, validate
 from pydiffusion.diffusion.denoiser import Denoiser
 from pydiffusion.diffusion.paths import NoisePath
 from pydiffusion.progress import RATE_WINDOW_S, GridProgress, format_duration
@@ -64,7 +64,7 @@ def test_format_duration(seconds, text):
     assert format_duration(seconds) == text
 
 
-@pytest.mark.parametrize("training", list(TRAINING_PASSES))
+@pytest.mark.parametrize("training", [*TRAINING_PASSES, "min_snr", "immiscible"])
 def test_training_passes_are_the_network_passes_of_each_trainer(training):
     # the cost the workflow schedules and estimates with is what the trainer really does
     cfg = validate({"training": training, "channels": 16, "emb_dim": 32})
@@ -76,4 +76,4 @@ def test_training_passes_are_the_network_passes_of_each_trainer(training):
 
     x0 = torch.randn(8, 40)
     build_trainer(cfg, Denoiser(model, NoisePath(cfg["noise"], cfg["T"])))(x0, torch.arange(8) % 10, torch.Generator())
-    assert sum(seen) == TRAINING_PASSES[training] * 8
+    assert sum(seen) == trainer_spec(training).passes * 8

@@ -34,8 +34,10 @@ def test_report_and_verdict_read_the_metric_table(tmp_path):
 
     header = next(line for line in report.splitlines() if line.startswith("| configuration |"))
     assert header == "| " + " | ".join(["configuration", "seeds", *METRICS]) + " |", "the table's columns, in order"
-    readings = dict(re.findall(r"^\| mse / gaussian \| (\w+) \|[^|]*\|[^|]*\| 3 \| ([^|]+) \|$", report, re.M))
+    rows = re.findall(r"^\| mse / gaussian \| (\w+) \|[^|]*\|[^|]*\| 3 \| ([^|]+) \| ([^|]+) \|$", report, re.M)
+    readings = {key: words for key, words, _ in rows}
     assert list(readings) == list(PAIRED_METRICS)
+    assert {mde for _, _, mde in rows} == {"0"}, "every seed differs by the same 0.5: no spread, so any effect shows"
     for key, words in readings.items():
         assert words == (WORSE if METRICS[key].lower else BETTER), key
     for key, words in VERDICT_METRICS:
