@@ -21,6 +21,12 @@ def aggregate(runs: dict, out_dir, section: dict, configs: dict, families: dict,
     records = load_study(runs)
     logger.info(f"{len(records)} runs of {len(configs)} configurations in {len(cells)} cells")
     floor = floors(classifier_files, load_mnist1d(data_cache), n, section["floor_subsets"])
+    write_report(records, out_dir, section, configs, families, cells, classifiers, floor)
+
+
+def write_report(records, out_dir, section: dict, configs: dict, families: dict, cells, classifiers, floor: dict):
+    """summary.json, report.md and figures/ of the study's records (load_study's, or a summary.json's "runs")."""
+    out_dir = Path(out_dir)
     summary = summarize(records, configs, cells, classifiers, floor)
     comparisons = compare(records, families, cells, classifiers)
     save_figure(curves_figure(summary, families, cells), out_dir / "figures" / "curves.png")

@@ -6,8 +6,18 @@ import logging
 import statistics
 from pathlib import Path
 
-from pydiffusion.ablations.stats import (ALPHA, BETTER, UNCLEAR, WORSE, hedges_g, holm, judged_metrics,
-                                        min_detectable_effect, ratio_interval, welch)
+from pydiffusion.ablations.stats import (
+    ALPHA,
+    BETTER,
+    UNCLEAR,
+    WORSE,
+    hedges_g,
+    holm,
+    judged_metrics,
+    min_detectable_effect,
+    ratio_interval,
+    welch,
+)
 from pydiffusion.evaluation.quality import floor_spread
 from pydiffusion.files import UnreadableFileError, load_json
 from pydiffusion.nets.classifiers import load_classifier

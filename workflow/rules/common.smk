@@ -110,6 +110,17 @@ GRID_AXES = {**CHOICES, "training": tuple(TRAINING_PASSES)}
 for _axis, _prop in _schema["properties"]["grid"]["properties"].items():
     _prop["items"]["enum"] = list(GRID_AXES[_axis])
 check_schema(config, _schema)
+# your own modules (a trainer plugin, `training: module:Class`): importable here, while the study is read, and in
+# every job, which inherits PYTHONPATH (a SLURM job re-reads this file on its node, so it sets it there too)
+for _i, _folder in enumerate(config["plugin_path"]):
+    if not Path(_folder).is_dir():
+        config_error(("plugin_path",), f"plugin_path[{_i}] {_folder!r} is not a folder")
+_plugins = [str(Path(f).resolve()) for f in config["plugin_path"]]
+sys.path[:0] = [f for f in _plugins if f not in sys.path]
+if _plugins:
+    os.environ["PYTHONPATH"] = os.pathsep.join(
+        [*_plugins, *filter(None, os.environ.get("PYTHONPATH", "").split(os.pathsep))]
+    )
 # the ablation study (config/ablations.yaml): its section's own schema; workflow/rules/ablations.smk reads it
 ABLATIONS = "ablations" in config
 if ABLATIONS:
@@ -175,7 +186,7 @@ RUN_EPOCHS = TRAIN["epochs"]
 # the grid's identity (its W&B group): every key but how often progress is logged, the noise-aware
 # classifiers' epochs and where the data files are, so that a rerun with another value of these does
 # not rerun the training jobs
-NOT_GRID_ID = ("progress_seconds", "noisy_classifier_epochs", "data_dir")
+NOT_GRID_ID = ("progress_seconds", "noisy_classifier_epochs", "data_dir", "plugin_path")
 GRID_ID = hashlib.sha256(
     json.dumps(
         {k: v for k, v in config.items() if k not in NOT_GRID_ID},
