@@ -129,7 +129,9 @@ def missing_cells(section):
             if f"{lo}-{no}" not in section["cells"]]
 
 
-def what_would_change(section, comparisons, floor, judged):
+def what_would_change(section, comparisons, floor, judged, controls=()):
+    """The ruled-out and the open questions of the comparisons; `controls`: the positive controls' comparisons
+    (run, but not part of the verdict)."""
     lines, open_items = ["### Ruled out", ""], []
     key_words = [(k, w, lower) for k, w, lower in judged if k.startswith(("test_mse", "fd_1d"))]
     for (family, name, reference), rows in _pairs(comparisons).items():
@@ -155,8 +157,7 @@ def what_would_change(section, comparisons, floor, judged):
     if missing:
         open_items.append(f"- The cells {', '.join(missing)} were not run (the study runs {', '.join(section['cells'])} "
                           f"only, to fit the machine).")
-    not_run = [f for f in section["families"] if f not in {c["family"] for c in comparisons}
-               and f not in section.get("controls", [])]
+    not_run = [f for f in section["families"] if f not in {c["family"] for c in [*comparisons, *controls]}]
     if not_run:
         open_items.append(f"- The families {', '.join(not_run)} were not run in this report (ablations.run_families); "
                           "rerun without it, into the same results, to add them.")
@@ -204,5 +205,5 @@ def markdown(section, configs, summary, comparisons, floor, classifiers, n_runs)
               "## Reference classifiers and the FD floor", "", floor_section(floor), "",
               "## Figures", "", "![per-timestep test MSE, and over the reference's](figures/curves.png)", "",
               "![effect sizes](figures/effects.png)", "",
-              "## What would change the verdict", "", *what_would_change(section, comparisons, floor, judged), ""]
+              "## What would change the verdict", "", *what_would_change(section, comparisons, floor, judged, controls), ""]
     return "\n".join(parts)
