@@ -8,6 +8,8 @@ naming the key and the valid choices) before any work starts.
 """
 import importlib
 import math
+import os
+import sys
 from dataclasses import dataclass, field
 from importlib.metadata import PackageNotFoundError, entry_points, version
 from pathlib import Path
@@ -179,6 +181,21 @@ class TrainerSpec:
     options: dict = field(default_factory=dict)  # its own config keys -> default
     checks: dict = field(default_factory=dict)   # key -> (predicate, description of the valid values)
     check_config: object = None                  # config -> None, or a message naming what is wrong and the fix
+
+
+def add_import_path(folders) -> list:
+    """Put folders (a trainer plugin's, the workflow's plugin_path) first on sys.path and on PYTHONPATH, so that this
+    process and the processes it starts import from them; returns them resolved. ConfigError if one is not a folder."""
+    resolved = []
+    for i, folder in enumerate(folders):
+        if not Path(folder).is_dir():
+            raise ConfigError(f"plugin_path[{i}] {str(folder)!r} is not a folder")
+        resolved.append(str(Path(folder).resolve()))
+    sys.path[:0] = [f for f in resolved if f not in sys.path]
+    if resolved:
+        old = [p for p in os.environ.get("PYTHONPATH", "").split(os.pathsep) if p and p not in resolved]
+        os.environ["PYTHONPATH"] = os.pathsep.join([*resolved, *old])
+    return resolved
 
 
 def installed_trainers() -> dict:

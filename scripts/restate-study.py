@@ -3,7 +3,7 @@ and text: report.md, summary.json and figures/ (the minimum detectable effects, 
 
     .venv/bin/python scripts/restate-study.py findings/ablations [--families-from config/ablations.yaml]
 
---families-from takes the families and controls of that study config (their configurations must be among the
+--families-from takes the families, controls and subject of that study config (their configurations must be among the
 runs: findings/ablations/ holds all 240, so its control, implicit_2x against implicit, needs no new run).
 """
 import argparse
@@ -21,7 +21,8 @@ def restate(folder: Path, families_from: Path | None):
     section = summary["section"]
     if families_from is not None:
         current = yaml.safe_load(families_from.read_text())["ablations"]
-        section = {**section, "families": current["families"], "controls": current.get("controls", [])}
+        section = {**section, "families": current["families"], "controls": current.get("controls", []),
+                   **({"subject": current["subject"]} if "subject" in current else {})}
     study = read_study(section, {})
     records = summary["runs"]
     missing = {name for pairs in study.families.values() for pair in pairs for name in pair} - {r["config"] for r in records}

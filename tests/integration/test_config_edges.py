@@ -5,7 +5,7 @@ import sys
 
 from helpers.workflow import job_counts, snakemake
 
-from pydiffusion.config import CHOICES
+from pydiffusion.config import CHOICES, TRAINING_PASSES
 
 
 def test_cli_rejects_bad_config_before_any_work(tmp_path):
@@ -18,7 +18,7 @@ def test_cli_rejects_bad_config_before_any_work(tmp_path):
 
 
 def test_the_workflow_schema_and_wildcards_take_exactly_the_config_choices(tmp_path):
-    every = {axis: list(CHOICES[axis]) for axis in ("loss", "noise", "training")}
+    every = {**{axis: list(CHOICES[axis]) for axis in ("loss", "noise")}, "training": list(TRAINING_PASSES)}
     r = snakemake("-n", "--config", f"grid={every}", "seeds=1", f"results={tmp_path / 'out'}")
     assert r.returncode == 0, r.stderr
     assert job_counts(r.stdout)["train"] == len(every["loss"]) * len(every["noise"]) * len(every["training"])

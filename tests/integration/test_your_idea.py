@@ -44,7 +44,7 @@ def test_the_trainer_and_the_study_of_the_page_make_a_report(tmp_path):
     assert control < report.index("## Does any setting make P2 weighting help?") < report.index("### p2")
     assert "| reading | MDE (80% power) |" in report
     assert "p2 vs implicit" in report and "implicit_2x vs implicit" in report
-    cfg = yaml.safe_load((out / "runs" / "p2" / "mse-convex" / "seed1" / "config.yaml").read_text())
+    cfg = yaml.safe_load((out / "runs" / "p2" / "mse-gaussian" / "seed1" / "config.yaml").read_text())
     assert cfg["training"] == "p2_trainer:P2Trainer" and cfg["p2_gamma"] == 1.0 and cfg["p2_k"] == 1.0
 
 

@@ -1,6 +1,7 @@
 """The trainer interface: built-in modes and plugins (an entry point or module:Class) declare the same things,
 config.validate reads a plugin's own keys at the edge, and the two worked techniques do what their papers say."""
 import itertools
+import os
 import sys
 import textwrap
 
@@ -8,7 +9,7 @@ import pytest
 import torch
 import yaml
 
-from pydiffusion.config import DEFAULTS, TRAINING_PASSES, ConfigError, installed_trainers, trainer_spec, validate
+from pydiffusion.config import DEFAULTS, TRAINING_PASSES, ConfigError, add_import_path, installed_trainers, trainer_spec, validate
 from pydiffusion.diffusion.denoiser import Denoiser
 from pydiffusion.diffusion.paths import NoisePath
 from pydiffusion.training import loop
@@ -151,3 +152,14 @@ def test_immiscible_noises_with_the_assigned_noise_and_is_reproducible():
     t, eps, _ = trainer.draw(x0, y, torch.Generator().manual_seed(1))
     plain = ImmiscibleTrainer.__mro__[1].draw(trainer, x0, y, torch.Generator().manual_seed(1))[1]
     assert not torch.equal(eps, plain) and torch.equal(eps, assign_noise(x0, plain))
+
+
+def test_plugin_path_makes_a_folder_importable_here_and_in_the_processes_started(tmp_path, monkeypatch):
+    (tmp_path / "my_trainers.py").write_text(PLUGIN)
+    monkeypatch.setattr(sys, "path", list(sys.path))
+    monkeypatch.setenv("PYTHONPATH", "/elsewhere")
+    assert add_import_path([tmp_path]) == [str(tmp_path.resolve())]
+    assert os.environ["PYTHONPATH"] == f"{tmp_path.resolve()}{os.pathsep}/elsewhere"
+    assert validate({"training": "my_trainers:ScaledTrainer"})["loss_scale"] == 2.0
+    with pytest.raises(ConfigError, match=r"plugin_path\[1\] '.*nowhere' is not a folder"):
+        add_import_path([tmp_path, tmp_path / "nowhere"])

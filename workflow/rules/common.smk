@@ -14,6 +14,7 @@ from pydiffusion.config import (
     DEFAULTS,
     TRAINING_PASSES,
     ConfigError,
+    add_import_path,
     validate as validate_train,
 )
 from pydiffusion.data.datasets import MissingDataError, check_files
@@ -112,15 +113,10 @@ for _axis, _prop in _schema["properties"]["grid"]["properties"].items():
 check_schema(config, _schema)
 # your own modules (a trainer plugin, `training: module:Class`): importable here, while the study is read, and in
 # every job, which inherits PYTHONPATH (a SLURM job re-reads this file on its node, so it sets it there too)
-for _i, _folder in enumerate(config["plugin_path"]):
-    if not Path(_folder).is_dir():
-        config_error(("plugin_path",), f"plugin_path[{_i}] {_folder!r} is not a folder")
-_plugins = [str(Path(f).resolve()) for f in config["plugin_path"]]
-sys.path[:0] = [f for f in _plugins if f not in sys.path]
-if _plugins:
-    os.environ["PYTHONPATH"] = os.pathsep.join(
-        [*_plugins, *filter(None, os.environ.get("PYTHONPATH", "").split(os.pathsep))]
-    )
+try:
+    add_import_path(config["plugin_path"])
+except ConfigError as e:
+    config_error(("plugin_path",), str(e))
 # the ablation study (config/ablations.yaml): its section's own schema; workflow/rules/ablations.smk reads it
 ABLATIONS = "ablations" in config
 if ABLATIONS:
