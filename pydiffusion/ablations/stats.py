@@ -10,6 +10,7 @@ from scipy import stats
 
 from pydiffusion.reporting.grid_stats import ALPHA as ALPHA  # every test's level, after Holm-Bonferroni within a family
 from pydiffusion.reporting.grid_stats import METRICS
+from pydiffusion.reporting.grid_stats import holm as holm
 from pydiffusion.reporting.grid_stats import min_detectable_effect as min_detectable_effect
 
 # a reading: the configuration against its reference (semi-implicit, a technique, a positive control)
@@ -80,18 +81,6 @@ def hedges_g(a, b, level=0.95) -> dict:
     g = (1 - 3 / (4 * (na + nb) - 9)) * (ma - mb) / pooled
     half = stats.norm.ppf(0.5 + level / 2) * math.sqrt((na + nb) / (na * nb) + g**2 / (2 * (na + nb)))
     return {"g": g, "ci_low": g - half, "ci_high": g + half}
-
-
-def holm(pvalues) -> list:
-    """Holm-Bonferroni adjusted p-values, in the order given: the i-th smallest of m is multiplied by m - i + 1
-    (i from 1), made non-decreasing in that order and capped at 1. nan p-values stay nan and do not count in m."""
-    order = sorted((p, i) for i, p in enumerate(pvalues) if not math.isnan(p))
-    m, running = len(order), 0.0
-    adjusted = [math.nan] * len(pvalues)
-    for rank, (p, i) in enumerate(order):
-        running = max(running, min(1.0, (m - rank) * p))
-        adjusted[i] = running
-    return adjusted
 
 
 def ratio_interval(values, floor_mean, floor_sd, level=0.95) -> dict:

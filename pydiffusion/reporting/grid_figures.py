@@ -91,8 +91,8 @@ def metric_bars(summary):
 
 
 def paired_differences(cells):
-    """Semi-implicit minus implicit per cell with its 95% interval, coloured by its reading, the verdict's measures
-    (FD-1D, guided accuracy) first where the runs have them."""
+    """Semi-implicit minus implicit per cell with its 95% interval, coloured by its reading (grid_stats.judge: Holm's
+    for the verdict's measures), the verdict's measures (FD-1D, guided accuracy) first where the runs have them."""
     shown = [k for k in DIFFERENCE_METRICS if any(k in c for c in cells)]
     fig, axes = new_figure((2.8 * max(1, len(shown)), 3.4), 1, max(1, len(shown)), squeeze=False)
     if not shown:  # a grid of one training mode has no pairs
@@ -112,8 +112,9 @@ def paired_differences(cells):
         ax.set_title(textwrap.fill(metric_title(key), 40), fontsize=8)
     axes[0][0].set_ylabel("semi-implicit minus implicit", fontsize=8)
     reading_legend(fig)
-    fig.suptitle("semi-implicit minus implicit per loss x noise cell: mean over seeds, 95% interval", fontsize=9,
-                 x=0.02, ha="left")
+    fig.suptitle("semi-implicit minus implicit per loss x noise cell: mean over seeds, 95% interval (unadjusted); "
+                 "colour: the reading, after Holm-Bonferroni for the verdict's FD-1D, guided accuracy and forward test "
+                 "MSE", fontsize=9, x=0.02, ha="left")
     fig.tight_layout(rect=(0, 0, 1, 0.97))
     return fig
 

@@ -1,5 +1,6 @@
 """Statistics of a grid of runs: loading them, per-configuration summaries, paired semi-implicit minus
-implicit differences with t intervals, the best configuration, and the judgement behind the verdict.
+implicit differences with t intervals and p-values, Holm-Bonferroni over the verdict's tests (its measures x
+cells), the best configuration, and the judgement behind the verdict.
 
 Every numeric key of each run's metrics.json and quality.json is aggregated, so metrics added later
 appear in the summary without changes here. METRICS below is the one place that names the metrics the
@@ -141,6 +142,30 @@ def t_interval(diffs, level=0.95):
     return mean, mean - half, mean + half
 
 
+def paired_p(diffs) -> float:
+    """The two-sided p-value of a paired t test that the mean of diffs is 0; nan with fewer than two values, and
+    for no spread 0 (every difference the same, not 0) or 1 (all 0)."""
+    n = len(diffs)
+    if n < 2:
+        return math.nan
+    mean, sd = statistics.fmean(diffs), statistics.stdev(diffs)
+    if sd == 0:
+        return 1.0 if mean == 0 else 0.0
+    return float(2 * student_t.sf(abs(mean) / (sd / math.sqrt(n)), n - 1))
+
+
+def holm(pvalues) -> list:
+    """Holm-Bonferroni adjusted p-values, in the order given: the i-th smallest of m is multiplied by m - i + 1
+    (i from 1), made non-decreasing in that order and capped at 1. nan p-values stay nan and do not count in m."""
+    order = sorted((p, i) for i, p in enumerate(pvalues) if not math.isnan(p))
+    m, running = len(order), 0.0
+    adjusted = [math.nan] * len(pvalues)
+    for rank, (p, i) in enumerate(order):
+        running = max(running, min(1.0, (m - rank) * p))
+        adjusted[i] = running
+    return adjusted
+
+
 def min_detectable_effect(se: float, df: float, alpha: float = ALPHA, power: float = POWER) -> float:
     """The smallest true difference that a two-sided t test at level alpha detects with probability `power`, for a
     difference with standard error se and df degrees of freedom (the noncentral t's noncentrality times se: exact
@@ -179,8 +204,10 @@ def summarize(records):
 
 
 def paired(records):
-    """Semi-implicit minus implicit, seed by seed, per loss x noise cell, with a 95% t interval and the minimum
-    detectable effect at 80% power from the differences' spread (nan for one seed)."""
+    """Semi-implicit minus implicit, seed by seed, per loss x noise cell, with a 95% t interval, the paired t test's
+    p-value and the minimum detectable effect at 80% power from the differences' spread (nan for one seed). The
+    verdict's tests (VERDICT_METRICS x cells) also get p_holm, Holm-Bonferroni over all of them: the grid's
+    headline is one family of tests, and each of them is read from its adjusted p (judge)."""
     by_key = {(r["loss"], r["noise"], r["training"], r["seed"]): r for r in records}
     cells = []
     for loss, noise in sorted({(r["loss"], r["noise"]) for r in records}):
@@ -196,10 +223,21 @@ def paired(records):
                      and key in by_key[(loss, noise, "implicit", s)]["metrics"]]
             if diffs:
                 mean, lo, hi = t_interval(diffs)
-                mde = (min_detectable_effect(statistics.stdev(diffs) / math.sqrt(len(diffs)), len(diffs) - 1)
-                       if len(diffs) > 1 else math.nan)
-                cell[key] = {"diff": mean, "ci_low": lo, "ci_high": hi, "n": len(diffs), "mde": mde}
+                se = statistics.stdev(diffs) / math.sqrt(len(diffs)) if len(diffs) > 1 else math.nan
+                cell[key] = {"diff": mean, "ci_low": lo, "ci_high": hi, "n": len(diffs), "se": se,
+                             "p": paired_p(diffs), "mde": min_detectable_effect(se, len(diffs) - 1)}
         cells.append(cell)
+    return with_holm(cells)
+
+
+def with_holm(cells):
+    """cells with p_holm on each verdict measure, Holm-Bonferroni over every (cell, verdict measure) tested, and
+    that measure's MDE at Holm's strictest level, ALPHA / m: an effect that large is found whatever the other
+    tests give."""
+    tests = [c[key] for c in cells for key, _ in VERDICT_METRICS if key in c]
+    for effect, p in zip(tests, holm([e["p"] for e in tests])):
+        effect["p_holm"] = p
+        effect["mde"] = min_detectable_effect(effect["se"], effect["n"] - 1, ALPHA / len(tests))
     return cells
 
 
@@ -210,13 +248,17 @@ def best_configuration(summary):
 
 
 def judge(effect, lower_is_better=True):
-    """The reading of one paired difference (semi-implicit minus implicit) from its interval."""
+    """The reading of one paired difference (semi-implicit minus implicit): a verdict measure's from its
+    Holm-adjusted p at ALPHA, any other's from its (unadjusted) 95% interval; the sign says which way."""
     lo, hi = effect["ci_low"], effect["ci_high"]
     if math.isnan(lo):
         return "one seed only, no interval"
-    if lo <= 0 <= hi:
+    if "p_holm" in effect:
+        if not effect["p_holm"] < ALPHA:
+            return "no clear difference (Holm-adjusted p >= 0.05)"
+    elif lo <= 0 <= hi:
         return "no clear difference (the interval contains 0)"
-    better = (hi < 0) if lower_is_better else (lo > 0)
+    better = (effect["diff"] < 0) if lower_is_better else (effect["diff"] > 0)
     return BETTER if better else WORSE
 
 
