@@ -29,7 +29,9 @@ DEFAULTS = {
     "dataset": MNIST1D,          # mnist1d, or an image set: digits, mnist, fashion_mnist, cifar10 (docs/datasets.md)
     "data_dir": None,            # folder of the image sets' files (default $PYDIFFUSION_DATA or ~/.cache/pydiffusion/data)
     "data_cache": None,          # folder for the generated MNIST-1D (default $PYDIFFUSION_CACHE or ~/.cache/pydiffusion)
-    "train_fraction": 1.0,       # train on this class-stratified share of the training set (data.train_subset)
+    "train_fraction": 1.0,       # train on this class-stratified share of the training set (data.splits.train_subset)
+    "validation_fraction": 0.0,  # hold this class-stratified share of the training set out of training (data.splits)
+    "eval_split": "test",        # evaluate on the test set, or on the validation split (where choices are made)
     # diffusion
     "noise": "gaussian",
     "schedule": "linear",
@@ -97,6 +99,7 @@ TRAINER_GROUP = "pydiffusion.trainers"  # the entry-point group of trainer plugi
 # all read it.
 CHOICES = {
     "dataset": (MNIST1D, "digits", "mnist", "fashion_mnist", "cifar10"),  # the names of datasets.SHAPES (a test checks)
+    "eval_split": ("test", "validation"),
     "noise": ("gaussian", "convex"),
     "schedule": ("linear", "quadratic", "cosine"),
     "prediction": ("eps", "x0", "v", "mu"),
@@ -116,6 +119,7 @@ MAX_SAMPLES = 100_000  # samples in one call: one batch, so memory grows with it
 # key -> (predicate, description of the valid values)
 CHECKS = {
     "train_fraction": (lambda v: 0 < v <= 1, "in (0, 1] (the share of the training set)"),
+    "validation_fraction": (lambda v: 0 <= v <= 0.5, "in [0, 0.5] (the share of the training set held out; 0: none)"),
     "T": (lambda v: v >= 2, "an integer >= 2"),
     "clip": (lambda v: v >= 0, ">= 0 (0 disables clamping)"),
     "channels": (lambda v: v >= 8 and v % 8 == 0, "a multiple of 8, >= 8 (GroupNorm uses 8 groups)"),
@@ -295,6 +299,9 @@ def validate(cfg: dict) -> dict:
             raise ConfigError(f"config key {key!r} is {value!r}; choose one of {', '.join(CHOICES[key])}")
         if key in checks and not checks[key][0](value):
             raise ConfigError(f"config key {key!r} is {value!r}; it must be {checks[key][1]}")
+    if out["eval_split"] == "validation" and out["validation_fraction"] == 0:
+        raise ConfigError("config key 'eval_split' is 'validation' but validation_fraction is 0, so there is no "
+                          "validation split; set validation_fraction (for example 0.1) or eval_split: test")
     if out["sample_steps"] > out["T"]:
         raise ConfigError(f"config key 'sample_steps' is {out['sample_steps']}; it must be <= T ({out['T']})")
     bad = [t for t in out["psnr_timesteps"] if t > out["T"]]

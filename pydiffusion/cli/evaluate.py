@@ -4,6 +4,7 @@ from pathlib import Path
 from pydiffusion.checkpoints import load_denoiser, read_trained
 from pydiffusion.cli.options import check_out_file
 from pydiffusion.data.datasets import load_dataset
+from pydiffusion.data.splits import evaluation_data
 from pydiffusion.files import save_json
 from pydiffusion.nets.backbones import count_parameters
 from pydiffusion.training.loop import evaluate_run
@@ -19,7 +20,8 @@ def add_arguments(parser):
 def run(args):
     out = check_out_file(args.out or Path(args.run) / "metrics.json", (".json",))
     denoiser, cfg = load_denoiser(args.run)
-    _, _, x_test, y_test = load_dataset(cfg["dataset"], cfg["data_dir"], cfg["data_cache"])
+    _, _, x_test, y_test = evaluation_data(load_dataset(cfg["dataset"], cfg["data_dir"], cfg["data_cache"]),
+                                           cfg["validation_fraction"], cfg["eval_split"])
     history = read_trained(args.run)["history"]
     metrics = evaluate_run(denoiser, cfg, history, x_test, y_test, count_parameters(denoiser.model))
     save_json(metrics, out)

@@ -5,6 +5,7 @@ from pydiffusion.checkpoints import load_denoiser
 from pydiffusion.cli.options import check_out_file
 from pydiffusion.config import MAX_SAMPLES, MAX_SEED, ConfigError
 from pydiffusion.data.datasets import load_dataset
+from pydiffusion.data.splits import evaluation_data
 from pydiffusion.evaluation.quality import evaluate_quality
 from pydiffusion.files import save_json
 from pydiffusion.nets.classifiers import classifier_name, load_classifier
@@ -53,7 +54,8 @@ def run(args):
     denoiser, cfg = load_denoiser(args.run)
     check_memory(cfg, denoiser.model.sample_shape, args.n, 1)
     first, *more = load_classifiers(args.classifier, cfg["dataset"])
-    data = load_dataset(cfg["dataset"], cfg["data_dir"], cfg["data_cache"])
+    data = evaluation_data(load_dataset(cfg["dataset"], cfg["data_dir"], cfg["data_cache"]),
+                           cfg["validation_fraction"], cfg["eval_split"])
     q = evaluate_quality(denoiser, cfg, first, data, n=args.n, seed=args.seed,
                          more_classifiers=more, draws=args.draws)
     save_json(q, args.out)

@@ -9,7 +9,6 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from pydiffusion.data.labels import NUM_CLASSES
 from pydiffusion.files import UnreadableFileError, WriteError, load_torch, save_torch
 
 SIGNAL_LENGTH = 40
@@ -69,21 +68,3 @@ def load_mnist1d(cache_dir=None):
             warnings.warn(f"MNIST-1D is not cached ({e}); set data_cache or PYDIFFUSION_CACHE to a writable folder "
                           f"to keep it", stacklevel=2)
     return tuple(d[k] for k in _SPLITS)
-
-
-# the subsets of the training set (train_fraction) are drawn with this seed, not the run's: every
-# configuration and seed of a study trains on the same signals
-SUBSET_SEED = 0
-
-
-def train_subset(y: torch.Tensor, fraction: float) -> torch.Tensor:
-    """Sorted indices of a class-stratified share `fraction` of the training labels y: from each class,
-    the first max(1, round(fraction * n_class)) of one permutation of its indices (a generator seeded with
-    SUBSET_SEED, classes in order). The same for every run; a smaller fraction's subset lies inside a
-    larger one's."""
-    gen = torch.Generator().manual_seed(SUBSET_SEED)
-    keep = []
-    for c in range(NUM_CLASSES):
-        members = (y == c).nonzero().flatten()
-        keep.append(members[torch.randperm(len(members), generator=gen)[:max(1, round(fraction * len(members)))]])
-    return torch.cat(keep).sort().values

@@ -8,6 +8,7 @@ import torch
 
 from pydiffusion.checkpoints import load_denoiser
 from pydiffusion.data.datasets import load_dataset
+from pydiffusion.data.splits import evaluation_data
 from pydiffusion.evaluation.quality import compare_guidance, compare_samplers
 from pydiffusion.files import save_json, save_text
 from pydiffusion.nets.classifiers import load_classifier
@@ -36,7 +37,8 @@ def best_model_samplers(records, best, out_dir, classifier, data_cache, n, noisy
     run = best_run(records, best)
     logger.info(f"comparing samplers on {run}")
     denoiser, cfg = load_denoiser(run)
-    data = load_dataset(cfg["dataset"], cfg["data_dir"], data_cache)
+    data = evaluation_data(load_dataset(cfg["dataset"], cfg["data_dir"], data_cache), cfg["validation_fraction"],
+                           cfg["eval_split"])
     reference = load_classifier(classifier, cfg["dataset"])[0]
     rows = compare_samplers(denoiser, cfg, reference, data, n=n)
     save_json({"run": run, "samplers": rows}, out_dir / "samplers.json")

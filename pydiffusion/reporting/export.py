@@ -79,19 +79,22 @@ def model_card(run: Run, n_params: int, figure: str, figure_settings: dict) -> s
         f"pydiffusion, `{EXPORT_WEIGHTS}` opens with any safetensors reader (`safetensors.torch.load_file`) and "
         f"`{EXPORT_CONFIG}` is the configuration that builds the network.", "",
         "## Data", "", DESCRIPTIONS[cfg["dataset"]] + (
+            "" if cfg["validation_fraction"] == 0 else f"; {cfg['validation_fraction']:.0%} of the training set "
+            "held out as a validation split") + (
             "" if cfg["train_fraction"] == 1 else f"; trained on {cfg['train_fraction']:.0%} of the training set") + ".",
         "",
     ]
+    held_out = "the validation split" if cfg["eval_split"] == "validation" else "the test set"
     sampling = quality_settings(cfg, run.denoiser.path.T)
     lines += ["## Metrics", ""]
     if metrics is not None:
-        lines += ["On the test set, of the EMA weights:", "",
+        lines += [f"On {held_out}, of the EMA weights:", "",
                   md_table(["metric", "what it measures", "value"], _metric_rows(metrics, CARD_TEST_METRICS)), ""]
     if quality is not None:
         floor = quality.get("fd_floor")
         lines += [f"Sample quality, of samples drawn with {sampling['sampler']}, {sampling['steps']} steps, eta "
                   f"{fmt(sampling['eta'])}, guidance {fmt(sampling['guidance'])}, judged by the reference classifier "
-                  f"against the test set. The FD-1D floor, {fmt(floor)}, is the FD-1D of as many real training "
+                  f"against {held_out}. The FD-1D floor, {fmt(floor)}, is the FD-1D of as many real training "
                   f"signals: a model cannot be expected to do better.", "",
                   md_table(["metric", "what it measures", "value"], _metric_rows(quality, CARD_QUALITY_METRICS)), ""]
     else:

@@ -123,6 +123,8 @@ def load_runs(run_dirs):
                    if isinstance(v, (int, float)) and not isinstance(v, bool) and k not in NOT_METRICS}
         records.append({**{k: cfg[k] for k in AXES}, "seed": cfg["seed"], "dataset": cfg.get("dataset", MNIST1D),
                         "sampler": cfg.get("sampler", "ddim"), "sample_steps": cfg.get("sample_steps"),
+                        "eval_split": cfg.get("eval_split", "test"),
+                        "validation_fraction": cfg.get("validation_fraction", 0.0),
                         "run": str(d), "metrics": numeric, "test_mse_forward_t": metrics.get("test_mse_forward_t"),
                         "n_params": metrics.get("n_params"), "history": history})
     return records

@@ -104,9 +104,18 @@ def quality_sampler(records) -> str:
 
 
 def test_set(records) -> str:
-    """The data sets of the runs' test sets, in words."""
+    """What the runs were evaluated on, in words: their data sets' test sets, or the validation splits held out of
+    their training sets (eval_split)."""
     names = {MNIST1D: "1,000 MNIST-1D test signals", "digits": "500 test images of the 8 x 8 digits"}
-    return " and ".join(names.get(d, f"{d} test set") for d in sorted({r.get("dataset", MNIST1D) for r in records}))
+    kinds = set()
+    for r in records:
+        dataset = r.get("dataset", MNIST1D)
+        if r.get("eval_split", "test") == "validation":
+            kinds.add(f"validation split of the {dataset} training set ({r['validation_fraction']:.0%}, held out of "
+                      "training, class-stratified)")
+        else:
+            kinds.add(names.get(dataset, f"{dataset} test set"))
+    return " and ".join(sorted(kinds))
 
 
 def markdown(records, summary, cells, best, best_key, samplers=None, guidance=None):

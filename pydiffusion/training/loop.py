@@ -23,7 +23,7 @@ from tqdm import tqdm
 from pydiffusion.checkpoints import CHECKPOINT, COMMAND, MODEL, resume_state, save_checkpoint, set_threads
 from pydiffusion.config import ConfigError, validate
 from pydiffusion.data.datasets import data_shape, load_dataset
-from pydiffusion.data.mnist1d import train_subset
+from pydiffusion.data.splits import evaluation_data, train_subset
 from pydiffusion.diffusion.denoiser import Denoiser
 from pydiffusion.diffusion.paths import NoisePath
 from pydiffusion.evaluation import metrics
@@ -73,7 +73,8 @@ def _check_out_dir(out_dir: Path):
 
 
 def training_signals(cfg: dict, x, y):
-    """The signals a run trains on: all of (x, y), or the fixed subset train_fraction asks for."""
+    """The signals a run trains on: all of (x, y) (the training set without its validation split), or the fixed
+    subset train_fraction asks for."""
     if cfg["train_fraction"] == 1:
         return x, y
     idx = train_subset(y, cfg["train_fraction"])
@@ -118,7 +119,7 @@ def train(cfg: dict, out_dir, log=logger.info, wait: bool = False, restart_on_co
     Every check runs before anything is written. `wait`: if another process trains into out_dir,
     wait for it (then resume from its checkpoint) instead of failing. `restart_on_config_change`:
     a checkpoint of a different configuration is discarded instead of stopping the run.
-    `evaluate(ema_denoiser, cfg, (x, y, x_test, y_test), tracker)`: more evaluation of the final
+    `evaluate(ema_denoiser, cfg, (x, y, x_eval, y_eval), tracker)` (data.splits.evaluation_data): more evaluation of the final
     model after metrics.json, with the run's W&B run still open (the workflow's sample quality).
     `log` takes the progress lines, one string each (default: this module's logger). `command`: the command
     line that asked for this training, kept in out_dir/command.txt (what a model card quotes)."""
@@ -127,7 +128,8 @@ def train(cfg: dict, out_dir, log=logger.info, wait: bool = False, restart_on_co
     _check_out_dir(out_dir)
     device = resolve_device(cfg["device"])
     set_threads(cfg)
-    data = load_dataset(cfg["dataset"], cfg["data_dir"], cfg["data_cache"])
+    data = evaluation_data(load_dataset(cfg["dataset"], cfg["data_dir"], cfg["data_cache"]),
+                           cfg["validation_fraction"], cfg["eval_split"])
     _check_batches(cfg, training_signals(cfg, *data[:2])[0].shape[0])
     with RunLock(out_dir, wait=wait, log=log):
         stale = remove_stale_temporaries(out_dir)
@@ -200,7 +202,7 @@ def _train_epoch(cfg, state: _TrainingState, trainer, x, y, epoch: int, step: in
 def _train_locked(cfg, out_dir, device, data, log, restart_on_config_change, evaluate) -> dict:
     """Train on training_signals(cfg, x, y); `evaluate` gets the whole data set (the FD floor and the copying
     distance are properties of the data, the same for every run)."""
-    x_test, y_test = data[2:]
+    x_eval, y_eval = data[2:]
     x, y = training_signals(cfg, *data[:2])
     path = NoisePath(cfg["noise"], cfg["T"], cfg["schedule"])
     torch.manual_seed(cfg["seed"])
@@ -240,7 +242,7 @@ def _train_locked(cfg, out_dir, device, data, log, restart_on_config_change, eva
             save_json(history, out_dir / "history.json")
         save_torch({"config": cfg, "ema": state.ema.state_dict(), "history": history, "epoch": cfg["epochs"]},
                    out_dir / MODEL)
-        result = evaluate_run(Denoiser.from_config(state.ema, path, cfg), cfg, history, x_test, y_test, n_params)
+        result = evaluate_run(Denoiser.from_config(state.ema, path, cfg), cfg, history, x_eval, y_eval, n_params)
         save_json(result, out_dir / "metrics.json")
         tracker.summary(result)
         if evaluate is not None:  # on the CPU, as checkpoints.load_denoiser gives it
@@ -251,9 +253,9 @@ def _train_locked(cfg, out_dir, device, data, log, restart_on_config_change, eva
     return result
 
 
-def evaluate_run(denoiser, cfg, history, x_test, y_test, n_params) -> dict:
+def evaluate_run(denoiser, cfg, history, x_eval, y_eval, n_params) -> dict:
     """metrics.json: test metrics of the EMA denoiser, convergence figures, wall time and CPU time, size."""
-    out = metrics.held_out_metrics(denoiser, x_test, y_test, cfg["psnr_timesteps"], cfg["eval_seed"])
+    out = metrics.held_out_metrics(denoiser, x_eval, y_eval, cfg["psnr_timesteps"], cfg["eval_seed"])
     out.update(metrics.convergence([h["loss"] for h in history]))
     out["train_time_s"] = sum(h["time_s"] for h in history)
     if all("cpu_s" in h for h in history):  # a run resumed from a checkpoint of older code lacks some

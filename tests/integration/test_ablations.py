@@ -9,7 +9,8 @@ from helpers.workflow import job_counts, snakemake
 
 from pydiffusion.config import ConfigError, validate
 from pydiffusion.data.labels import NUM_CLASSES
-from pydiffusion.data.mnist1d import load_mnist1d, train_subset
+from pydiffusion.data.mnist1d import load_mnist1d
+from pydiffusion.data.splits import train_subset
 from pydiffusion.diffusion import ops
 from pydiffusion.diffusion.denoiser import Denoiser
 from pydiffusion.diffusion.paths import NoisePath

@@ -13,7 +13,8 @@ from pydiffusion.ablations.plan import read_study
 from pydiffusion.ablations.stats import WORSE
 from pydiffusion.config import ConfigError, validate
 from pydiffusion.data.labels import NUM_CLASSES
-from pydiffusion.data.mnist1d import load_mnist1d, train_subset
+from pydiffusion.data.mnist1d import load_mnist1d
+from pydiffusion.data.splits import train_subset
 from pydiffusion.nets.backbones import build_model
 
 TINY = {"channels": 8, "emb_dim": 32}
