@@ -1,7 +1,9 @@
 """Fused ops vs the eager PyTorch composite vs torch.compile of that composite.
 
 Times q_sample and posterior_step (v-prediction, eta = 0.5, clip 5, random per-sample t and
-s = t - 1) at [4096, 40] (an MNIST-1D batch), 1M and 16M float32 elements, with 1 and 2 threads on
+s = t - 1) at [4096, 40] (an MNIST-1D batch), 1M and 16M float32 elements, and norm_film_silu forward and
+backward (the UNet block's GroupNorm -> FiLM -> SiLU, channels-last [B, 32, 1, 40]: B = 128 at 4096x40, the
+first block of a training batch) at the same numbers of elements, with 1 and 2 threads on
 the CPU, and on a GPU when present, with GB/s against a device-to-device copy measured in the same
 run. The three variants are timed in rotation (fused, eager, compiled, fused, ...) so that load
 from other processes falls on all of them alike; each sample is enough back-to-back calls to last
@@ -72,14 +74,33 @@ def cases(shape, device):
     comp_p = torch.compile(reference.posterior_step, dynamic=False, fullgraph=True)
     fused_q, fused_p = torch.ops.pydiffusion.q_sample, torch.ops.pydiffusion.posterior_step
     n = x.numel() * x.element_size()
+    block = block_case(x.numel() // (32 * 40), device, g)
     return {
         "q_sample": ({"fused": lambda: fused_q(x, e, t, a, s), "eager": lambda: reference.q_sample(x, e, t, a, s),
                       "compiled": lambda: comp_q(x, e, t, a, s)}, 3 * n),
         "posterior_step": ({"fused": lambda: fused_p(x, o, t, si, a, s, z, 0.5, 2, 5.0),
                             "eager": lambda: reference.posterior_step(x, o, t, si, a, s, z, 0.5, "v", 5.0),
                             "compiled": lambda: comp_p(x, o, t, si, a, s, z, 0.5, "v", 5.0)}, 5 * n),
+        "norm_film_silu": (block, 5 * n),
         "copy": (lambda: x.clone(), 2 * n),
     }
+
+
+def block_case(B, device, g):
+    """norm_film_silu forward and backward on [B, 32, 1, 40] channels-last with FiLM, three ways."""
+    x = torch.randn(B, 32, 1, 40, generator=g, device=device).contiguous(memory_format=torch.channels_last)
+    w, b = torch.randn(32, generator=g, device=device), torch.randn(32, generator=g, device=device)
+    scale, shift = (torch.randn(B, 32, generator=g, device=device) for _ in range(2))
+    inputs = [v.requires_grad_() for v in (x, w, b, scale, shift)]
+    grad = torch.randn_like(x)
+    compiled = torch.compile(reference.norm_film_silu, dynamic=False, fullgraph=True)
+
+    def forward_backward(f):
+        return lambda: torch.autograd.grad(f(*inputs), inputs, grad)
+
+    return {"fused": forward_backward(lambda *a: torch.ops.pydiffusion.norm_film_silu(*a, 8, 1e-5)[0]),
+            "eager": forward_backward(lambda *a: reference.norm_film_silu(*a, 8, 1e-5)),
+            "compiled": forward_backward(lambda *a: compiled(*a, 8, 1e-5))}
 
 
 def cpu_name():

@@ -5,12 +5,16 @@ implicit training measured in the same run, and the issue's targets; writes the 
 the machine's description to bench/results/train-cpu-<host>.json.
 
     python bench/train.py [--threads 1 2] [--repeats 5] [--steps 8]
+
+It also measures, per mode at one thread (the grid's jobs), the UNet with its fused GroupNorm-FiLM-SiLU op
+(ops.norm_film_silu) against the same UNet on the PyTorch modules, in rotation so that other load falls on both.
 """
 import argparse
 import platform
 import statistics
 import time
 from pathlib import Path
+from unittest import mock
 
 import torch
 
@@ -62,6 +66,17 @@ def train_throughput(training, x, y, steps, repeats):
     return statistics.median(rates), count_parameters(model)
 
 
+def block_speedup(training, x, y, steps, repeats):
+    """Examples/s of one mode with the fused block op and with the PyTorch modules, measured in rotation."""
+    rates = {"fused": [], "modules": []}
+    for _ in range(repeats):
+        rates["fused"].append(train_throughput(training, x, y, steps, 1)[0])
+        with mock.patch.object(ops, "norm_backend", lambda *a: "torch"):
+            rates["modules"].append(train_throughput(training, x, y, steps, 1)[0])
+    fused, plain = statistics.median(rates["fused"]), statistics.median(rates["modules"])
+    return {"fused_ex_per_s": fused, "modules_ex_per_s": plain, "speedup": fused / plain}
+
+
 def ddim_time(n, repeats):
     cfg = validate({})
     torch.manual_seed(0)
@@ -102,6 +117,12 @@ def main():
         for k, v in rates.items():
             print(f"  {k:14s} {v:8.0f} ex/s   x{v / rates['implicit']:.2f} of implicit")
         print(f"  DDIM-20        {ddim:8.2f} s per 1,000 samples")
+    torch.set_num_threads(1)
+    result["fused_block"] = {}
+    for training in ("implicit", "semi_implicit"):
+        b = result["fused_block"][training] = block_speedup(training, x, y, args.steps, args.repeats)
+        print(f"fused block, 1 thread: {training:14s} {b['fused_ex_per_s']:8.0f} ex/s against {b['modules_ex_per_s']:.0f} "
+              f"on the modules: x{b['speedup']:.3f}")
     two = next((r for r in result["runs"] if r["threads"] == 2), None)
     if two:
         print(f"targets (2 threads): implicit {two['ex_per_s']['implicit']:.0f} >= 1500 ex/s; semi-implicit "

@@ -1,5 +1,5 @@
 #!/usr/bin/env bash
-# Compile csrc/cuda/ops.cu with nvcc for sm_80 and sm_90 (object files only, no GPU and no CUDA
+# Compile csrc/cuda/*.cu with nvcc for sm_80 and sm_90 (object files only, no GPU and no CUDA
 # build of torch needed): a CUDA compile error fails CI even on a machine without a GPU.
 #   csrc/check_cuda_compile.sh [OUT_DIR]      (PYTHON: the interpreter with torch; NVCC: the compiler)
 # Any torch wheel will do, the CPU one included: its include folders hold the ATen and c10/cuda
@@ -27,11 +27,14 @@ done
 mkdir -p "$out/include/c10/cuda/impl"
 printf '#pragma once\n#define C10_CUDA_BUILD_SHARED_LIBS\n' > "$out/include/c10/cuda/impl/cuda_cmake_macros.h"
 abi=$("$python" -c "import torch; print(int(torch._C._GLIBCXX_USE_CXX11_ABI))")
+for source in "$here"/cuda/*.cu; do
 for arch in 80 90; do
-    "$nvcc" -c "$here/cuda/ops.cu" -o "$out/ops_sm_$arch.o" -std=c++20 -O3 --fmad=false \
+    name="$(basename "$source" .cu)"
+    "$nvcc" -c "$source" -o "$out/${name}_sm_$arch.o" -std=c++20 -O3 --fmad=false \
         -gencode "arch=compute_$arch,code=sm_$arch" --expt-relaxed-constexpr \
         -Xcompiler -fPIC -D_GLIBCXX_USE_CXX11_ABI="$abi" -DTORCH_EXTENSION_NAME=_C \
         -D__CUDA_NO_HALF_OPERATORS__ -D__CUDA_NO_HALF_CONVERSIONS__ -D__CUDA_NO_BFLOAT16_CONVERSIONS__ \
         -D__CUDA_NO_HALF2_OPERATORS__ "-I$here" "${includes[@]}" "-I$out/include" "-I$cuda_home/include"
-    echo "compiled $out/ops_sm_$arch.o"
+    echo "compiled $out/${name}_sm_$arch.o"
+done
 done

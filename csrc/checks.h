@@ -3,6 +3,9 @@
 
 #include <ATen/ATen.h>
 
+#include <optional>
+#include <utility>
+
 namespace pydiffusion {
 
 inline void check_tables(const at::Tensor& like, const at::Tensor& a, const at::Tensor& s) {
@@ -94,6 +97,41 @@ inline void check_step_range(const at::Tensor& t, const at::Tensor& s_idx, int64
   check_timestep_range(t, T, 1, "t");
   check_timestep_range(s_idx, T, 0, "s");
   TORCH_CHECK(at::lt(s_idx, t).all().item<bool>(), "pydiffusion: every s must be < its t (a reverse step)");
+}
+
+// norm_film_silu: x [B, C, ...] with C a multiple of groups; weight, bias [C]; scale, shift [B, C] or absent; one
+// dtype and device throughout.
+inline void check_same(const at::Tensor& x, const at::Tensor& y, const char* name) {
+  TORCH_CHECK(y.scalar_type() == x.scalar_type(), "pydiffusion: ", name, " must have x's dtype ", x.scalar_type(),
+              ", got ", y.scalar_type());
+  TORCH_CHECK(y.device() == x.device(), "pydiffusion: ", name, " must be on x's device ", x.device(), ", got ",
+              y.device());
+}
+
+inline void check_norm_film_silu(const at::Tensor& x, const at::Tensor& weight, const at::Tensor& bias,
+                                 const std::optional<at::Tensor>& scale, const std::optional<at::Tensor>& shift,
+                                 int64_t groups, double eps) {
+  TORCH_CHECK(x.dim() >= 3 && x.size(0) > 0 && x.numel() > 0, "pydiffusion: x must be a non-empty [B, C, ...] with ",
+              "at least one position, got shape ", x.sizes());
+  const int64_t C = x.size(1);
+  TORCH_CHECK(groups >= 1 && C % groups == 0, "pydiffusion: the ", C, " channels must split into groups = ", groups,
+              " groups of the same size");
+  TORCH_CHECK(x.numel() / groups > 1, "pydiffusion: x of shape ", x.sizes(), " has one value per group; GroupNorm ",
+              "needs more (as torch.nn.functional.group_norm does)");
+  TORCH_CHECK(eps > 0.0, "pydiffusion: eps must be > 0, got ", eps);
+  for (const auto& [t, name] : {std::pair<const at::Tensor&, const char*>{weight, "weight"}, {bias, "bias"}}) {
+    TORCH_CHECK(t.dim() == 1 && t.size(0) == C, "pydiffusion: ", name, " must be [C] = [", C, "], got ", t.sizes());
+    check_same(x, t, name);
+  }
+  TORCH_CHECK(scale.has_value() == shift.has_value(), "pydiffusion: give both scale and shift (FiLM) or neither");
+  if (scale.has_value()) {
+    for (const auto& [t, name] :
+         {std::pair<const at::Tensor&, const char*>{*scale, "scale"}, {*shift, "shift"}}) {
+      TORCH_CHECK(t.dim() == 2 && t.size(0) == x.size(0) && t.size(1) == C, "pydiffusion: ", name, " must be [B, C] = [",
+                  x.size(0), ", ", C, "], got ", t.sizes());
+      check_same(x, t, name);
+    }
+  }
 }
 
 }  // namespace pydiffusion

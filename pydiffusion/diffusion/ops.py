@@ -80,6 +80,8 @@ def _load_extension() -> bool:
 
 _EXT = _load_extension()
 _EXT_CUDA = _EXT and torch.ops.pydiffusion.q_sample.default.has_kernel_for_dispatch_key("CUDA")
+_NORM_CUDA = _EXT and torch.ops.pydiffusion.norm_film_silu.default.has_kernel_for_dispatch_key("CUDA")
+_NORM_CUDA_DTYPES = (torch.float32, torch.float64)
 
 if _EXT:
     @torch.library.register_fake("pydiffusion::q_sample")
@@ -95,7 +97,20 @@ if _EXT:
                              f"{tuple(out.shape)} and {tuple(z.shape)}")
         return x_t.new_empty(x_t.shape), x_t.new_empty(x_t.shape)
 
-    # q_sample's autograd (gradients for x0 and eps) is registered in C++ (csrc/ops.cpp).
+    def _like(x):  # the kernels keep a channels-last x's layout and make any other contiguous
+        keep = x.dim() == 4 and not x.is_contiguous() and x.is_contiguous(memory_format=torch.channels_last)
+        return torch.empty_like(x, memory_format=torch.channels_last if keep else torch.contiguous_format)
+
+    @torch.library.register_fake("pydiffusion::norm_film_silu")
+    def _(x, weight, bias, scale, shift, groups, eps):
+        return _like(x), x.new_empty((x.shape[0], groups)), x.new_empty((x.shape[0], groups))
+
+    @torch.library.register_fake("pydiffusion::norm_film_silu_backward")
+    def _(grad_y, x, weight, bias, scale, shift, mean, rstd, groups):
+        B, C = x.shape[:2]
+        return _like(x), x.new_empty((C,)), x.new_empty((C,)), x.new_empty((B, C)), x.new_empty((B, C))
+
+    # q_sample's and norm_film_silu's autograd are registered in C++ (csrc/ops.cpp, csrc/block_ops.cpp).
 
 
 def backend(device="cpu", dtype=torch.float32) -> str:
@@ -191,3 +206,25 @@ def posterior_step(x_t, out, t, s, path: NoisePath, z, eta: float = 0.0, predict
         raise RuntimeError(f"pydiffusion: clip must be >= 0 (0 disables clamping), got {clip}")
     _check_reference_inputs(x_t, ("x_t", "out", "z"), (out, z), t, s, path.T)
     return reference.posterior_step(x_t, out, t, s, a, sig, z, eta, prediction, clip)
+
+
+def norm_backend(device="cpu", dtype=torch.float32) -> str:
+    """backend() for norm_film_silu: its CUDA kernel serves float32 and float64."""
+    name = backend(device, dtype)
+    if name == "cuda" and not (_NORM_CUDA and dtype in _NORM_CUDA_DTYPES):
+        return "torch"
+    return name
+
+
+def norm_film_silu(x, weight, bias, scale=None, shift=None, groups: int = 8, eps: float = 1e-5):
+    """silu(GroupNorm(x; groups, weight, bias, eps) * (1 + scale) + shift): the UNet block's normalisation, FiLM and
+    activation in one op, differentiable in x, weight, bias, scale and shift. x [B, C, ...] (channels-last or any
+    layout), weight and bias [C], scale and shift [B, C] or both None (no FiLM)."""
+    if (scale is None) != (shift is None):
+        raise RuntimeError("pydiffusion: give both scale and shift (FiLM) or neither")
+    if norm_backend(x.device, x.dtype) != "torch":
+        return torch.ops.pydiffusion.norm_film_silu(x, weight, bias, scale, shift, groups, float(eps))[0]
+    if scale is not None and (scale.shape != x.shape[:2] or shift.shape != x.shape[:2]):
+        raise RuntimeError(f"pydiffusion: scale and shift must be [B, C] = {list(x.shape[:2])}, got "
+                           f"{list(scale.shape)} and {list(shift.shape)}")
+    return reference.norm_film_silu(x, weight, bias, scale, shift, groups, eps)

@@ -5,6 +5,7 @@ coefficients for t = 0..T; `t` and `s_idx` are per-sample int64 timesteps [B]; t
 math runs in the input dtype (float32 for half and bfloat16).
 """
 import torch
+import torch.nn.functional as F
 
 from pydiffusion.config import CHOICES
 from pydiffusion.diffusion.paths import unknown_prediction, x0_from_output
@@ -56,3 +57,13 @@ def posterior_step(x_t, out, t, s_idx, a, s, z, eta: float, prediction: str = "e
     dir_coef = s_s * ((1 - eta * eta) + eta * eta * r).sqrt()
     x_s = a_s * x0_hat + dir_coef * eps_hat + sigma * z32
     return x_s.to(x_t.dtype), x0_hat.to(x_t.dtype)
+
+
+def norm_film_silu(x, weight, bias, scale, shift, groups: int, eps: float):
+    """silu(GroupNorm(x) * (1 + scale) + shift), scale and shift [B, C] per sample and channel (None: no FiLM):
+    the UNet block's modules, in their order (csrc/block_math.h)."""
+    out = F.group_norm(x, groups, weight, bias, eps)
+    if scale is not None:
+        shape = tuple(scale.shape) + (1,) * (x.dim() - 2)
+        out = out * (1 + scale.reshape(shape)) + shift.reshape(shape)
+    return F.silu(out)

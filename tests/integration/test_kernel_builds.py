@@ -135,8 +135,8 @@ def test_backend_env_forces_the_reference_quietly():
 # ---- CUDA ---------------------------------------------------------------------------------------
 
 def test_cuda_source_compiles_for_sm80_and_sm90(tmp_path):
-    """nvcc compiles csrc/cuda/ops.cu for sm_80 and sm_90 even with no GPU, so a CUDA error fails CI
-    (about a minute per architecture)."""
+    """nvcc compiles csrc/cuda/ops.cu and block_ops.cu for sm_80 and sm_90 even with no GPU, so a CUDA error fails
+    CI (about a minute per file and architecture)."""
     nvcc = shutil.which("nvcc") or ("/usr/local/cuda/bin/nvcc" if Path("/usr/local/cuda/bin/nvcc").exists() else None)
     if nvcc is None:
         pytest.skip("nvcc is not installed on this machine (CUDA toolkit absent): the CUDA source was not compiled")
@@ -145,4 +145,5 @@ def test_cuda_source_compiles_for_sm80_and_sm90(tmp_path):
                             "PYTHON": sys.executable, "NVCC": nvcc})
     assert r.returncode == 0, r.stdout[-3000:] + r.stderr[-5000:]
     for arch in ("sm_80", "sm_90"):
-        assert (tmp_path / f"ops_{arch}.o").stat().st_size > 10_000
+        for name in ("ops", "block_ops"):
+            assert (tmp_path / f"{name}_{arch}.o").stat().st_size > 10_000
