@@ -10,7 +10,7 @@ from other processes falls on all of them alike; each sample is enough back-to-b
 about 20 ms, and the figure is the median sample. Prints medians and ratios and writes JSON with
 the machine's description to bench/results/kernels-<device>-<host>.json.
 
-    python bench/kernels.py [--repeats 15] [--threads 1 2] [--shapes 4096x40 1M 16M] [--out FILE]
+    python bench/kernels.py [--repeats 15] [--threads 1 2] [--shapes 4096x40 1M 16M] [--devices cpu cuda] [--out FILE]
 
 Targets (the kernel issue): on the CPU both ops >= 3x eager and no slower than torch.compile at
 [4096, 40]; on a GPU >= 80% of the copy bandwidth at 16M elements.
@@ -132,11 +132,14 @@ def main():
     p.add_argument("--threads", type=int, nargs="+", default=[1, 2])
     p.add_argument("--shapes", nargs="+", default=list(SHAPES), choices=list(SHAPES))
     p.add_argument("--out", type=Path, help="JSON path (default bench/results/kernels-<device>-<host>.json)")
+    p.add_argument("--devices", nargs="+", default=["cpu", "cuda"], choices=["cpu", "cuda"],
+                   help="where to measure (cuda only where a GPU is present)")
     args = p.parse_args()
     if ops.backend("cpu") != "cpp":
         raise SystemExit("the extension pydiffusion.diffusion._C is not built (or PYDIFFUSION_BACKEND=torch); run `make` "
                          "(pip install --no-build-isolation -e .)")
-    devices = ["cpu"] + (["cuda"] if torch.cuda.is_available() and ops.backend("cuda") == "cuda" else [])
+    devices = [d for d in args.devices
+               if d == "cpu" or (torch.cuda.is_available() and ops.backend("cuda") == "cuda")]
     for device in devices:
         result = {"machine": machine(device), "device": device, "dtype": "float32", "repeats": args.repeats,
                   "unit": "microseconds per call, median", "rows": []}
