@@ -153,6 +153,8 @@ def what_would_change(section, comparisons, floor, judged, controls=()):
             if section["configurations"][reference].get("match") == "wallclock" and abs(r["time_ratio"] - 1) > 0.1:
                 open_items.append(f"- {name} vs {reference}, {r['cell']}: matched wall-clock only roughly (realised time "
                                   f"ratio {_time_ratio(r)}, wallclock_ratio {section['wallclock_ratio']}).")
+    if len(lines) == 2:
+        lines.append("- Nothing: every comparison is better than its reference in at least one reading (above).")
     missing = missing_cells(section)
     if missing:
         open_items.append(f"- The cells {', '.join(missing)} were not run (the study runs {', '.join(section['cells'])} "

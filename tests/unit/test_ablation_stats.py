@@ -235,3 +235,18 @@ def test_curves_figure_gives_a_configuration_one_colour_in_both_panels():
     for label, line in ratios.items():
         assert line.get_color() == colors[label.split(" / ")[0]]
     assert list(ratios["semi / implicit"].get_ydata()) == [2 / 1, 3 / 2, 4 / 3]
+
+
+def test_nothing_ruled_out_is_said_in_words():
+    from pydiffusion.ablations.text import what_would_change
+
+    e = {"reading": st.BETTER, "ci_low": -0.2, "ci_high": -0.1, "reference_mean": 1.0}
+    rows = [{"family": "weights", "config": "semi_x0", "reference": "implicit_x0", "cell": "mse-convex",
+             "time_ratio": 1.0, "metrics": {"test_mse_forward": e}}]
+    lines = what_would_change(_study(), rows, {"cnn": {"mean": 0.5, "sd": 0.05}},
+                              [("test_mse_forward", "forward test MSE", True)])
+    ruled_out = lines[lines.index("### Ruled out") + 2]
+    assert ruled_out == "- Nothing: every comparison is better than its reference in at least one reading (above)."
+    worse = [{**rows[0], "metrics": {"test_mse_forward": {**e, "reading": st.WORSE}}}]
+    assert "Nothing" not in "\n".join(what_would_change(_study(), worse, {"cnn": {"mean": 0.5, "sd": 0.05}}, []))
+
