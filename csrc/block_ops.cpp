@@ -240,11 +240,6 @@ PD_BLOCK_ROWS(float)
 PD_BLOCK_ROWS(double)
 #undef PD_BLOCK_ROWS
 
-// A channels-last x stays as it is (the UNet's layout); any other is made contiguous.
-bool keeps_channels_last(const at::Tensor& x) {
-  return x.dim() == 4 && !x.is_contiguous() && x.is_contiguous(at::MemoryFormat::ChannelsLast);
-}
-
 at::Tensor dense(const at::Tensor& x, bool channels_last) {
   return channels_last ? x : x.contiguous();
 }
@@ -294,16 +289,9 @@ std::tuple<at::Tensor, at::Tensor, at::Tensor, at::Tensor, at::Tensor> norm_film
     const at::Tensor& grad_in, const at::Tensor& x_in, const at::Tensor& weight_in, const at::Tensor& bias_in,
     const std::optional<at::Tensor>& scale_in, const std::optional<at::Tensor>& shift_in, const at::Tensor& mean_in,
     const at::Tensor& rstd_in, int64_t groups) {
-  check_norm_film_silu(x_in, weight_in, bias_in, scale_in, shift_in, groups, 1.0);
+  check_norm_film_silu_backward(grad_in, x_in, weight_in, bias_in, scale_in, shift_in, mean_in, rstd_in, groups);
   check_cpu(x_in);
-  TORCH_CHECK(grad_in.sizes() == x_in.sizes(), "pydiffusion: grad_y must be shaped like x ", x_in.sizes(), ", got ",
-              grad_in.sizes());
-  check_same(x_in, grad_in, "grad_y");
   const int64_t B = x_in.size(0), C = x_in.size(1);
-  TORCH_CHECK(mean_in.sizes() == rstd_in.sizes() && mean_in.dim() == 2 && mean_in.size(0) == B &&
-                  mean_in.size(1) == groups,
-              "pydiffusion: mean and rstd must be [B, groups] = [", B, ", ", groups, "], got ", mean_in.sizes(),
-              " and ", rstd_in.sizes());
   // grad_y in x's layout (a convolution's backward may hand it over in the other one)
   const bool cl = keeps_channels_last(x_in);
   const auto x = dense(x_in, cl);

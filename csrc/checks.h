@@ -134,4 +134,23 @@ inline void check_norm_film_silu(const at::Tensor& x, const at::Tensor& weight, 
   }
 }
 
+inline void check_norm_film_silu_backward(const at::Tensor& grad, const at::Tensor& x, const at::Tensor& weight,
+                                          const at::Tensor& bias, const std::optional<at::Tensor>& scale,
+                                          const std::optional<at::Tensor>& shift, const at::Tensor& mean,
+                                          const at::Tensor& rstd, int64_t groups) {
+  check_norm_film_silu(x, weight, bias, scale, shift, groups, 1.0);
+  TORCH_CHECK(grad.sizes() == x.sizes(), "pydiffusion: grad_y must be shaped like x ", x.sizes(), ", got ",
+              grad.sizes());
+  check_same(x, grad, "grad_y");
+  TORCH_CHECK(mean.sizes() == rstd.sizes() && mean.dim() == 2 && mean.size(0) == x.size(0) && mean.size(1) == groups,
+              "pydiffusion: mean and rstd must be [B, groups] = [", x.size(0), ", ", groups, "], got ", mean.sizes(),
+              " and ", rstd.sizes());
+}
+
+// The layout the block kernels work in: a channels-last x stays as it is (the UNet's layout); any other is made
+// contiguous.
+inline bool keeps_channels_last(const at::Tensor& x) {
+  return x.dim() == 4 && !x.is_contiguous() && x.is_contiguous(at::MemoryFormat::ChannelsLast);
+}
+
 }  // namespace pydiffusion

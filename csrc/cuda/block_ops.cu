@@ -29,9 +29,19 @@ struct Shape {
   bool channels_last;
 };
 
-// The channel of element i of a [B, C, L] tensor, laid out channels-last ([B, L, C]) or contiguous.
-__device__ __forceinline__ int64_t channel_of(int64_t i, const Shape& s) {
-  return s.channels_last ? i % s.C : (i / s.L) % s.C;
+// Where element i of a [B, C, L] tensor (channels-last, [B, L, C], or contiguous) belongs: its channel, its
+// (sample, channel) row of scale and shift, its (sample, group) of mean and rstd, and its FiLM factors.
+template <typename T>
+struct Site {
+  int64_t c, bc, bg;
+  T s1, sh;
+};
+
+template <typename T>
+__device__ __forceinline__ Site<T> site_of(int64_t i, const Shape& s, const T* scale, const T* shift) {
+  const int64_t c = s.channels_last ? i % s.C : (i / s.L) % s.C, b = i / (s.C * s.L);
+  const int64_t bc = b * s.C + c;
+  return Site<T>{c, bc, b * s.G + c / (s.C / s.G), scale ? T(1) + scale[bc] : T(1), shift ? shift[bc] : T(0)};
 }
 
 template <typename T>
@@ -81,12 +91,11 @@ template <typename T>
 __global__ void forward_kernel(const T* __restrict__ x, const T* __restrict__ w, const T* __restrict__ bias,
                                const T* __restrict__ scale, const T* __restrict__ shift, const T* __restrict__ mean,
                                const T* __restrict__ rstd, Shape s, T* __restrict__ y) {
-  const int64_t n = s.B * s.C * s.L, per = s.C / s.G;
+  const int64_t n = s.B * s.C * s.L;
   for (int64_t i = blockIdx.x * static_cast<int64_t>(blockDim.x) + threadIdx.x; i < n;
        i += static_cast<int64_t>(blockDim.x) * gridDim.x) {
-    const int64_t c = channel_of(i, s), b = i / (s.C * s.L), bg = b * s.G + c / per;
-    const T s1 = scale ? T(1) + scale[b * s.C + c] : T(1), sh = shift ? shift[b * s.C + c] : T(0);
-    const ChannelAffine<T> f = channel_affine(mean[bg], rstd[bg], w[c], bias[c], s1, sh);
+    const Site<T> e = site_of(i, s, scale, shift);
+    const ChannelAffine<T> f = channel_affine(mean[e.bg], rstd[e.bg], w[e.c], bias[e.c], e.s1, e.sh);
     y[i] = silu_affine_elem(x[i], f.a, f.c);
   }
 }
@@ -138,13 +147,13 @@ __global__ void input_grad_kernel(const T* __restrict__ dy, const T* __restrict_
                                   const T* __restrict__ bias, const T* __restrict__ scale,
                                   const T* __restrict__ shift, const T* __restrict__ mean, const T* __restrict__ rstd,
                                   const T* __restrict__ m, Shape s, T* __restrict__ dx) {
-  const int64_t n = s.B * s.C * s.L, per = s.C / s.G;
+  const int64_t n = s.B * s.C * s.L;
   for (int64_t i = blockIdx.x * static_cast<int64_t>(blockDim.x) + threadIdx.x; i < n;
        i += static_cast<int64_t>(blockDim.x) * gridDim.x) {
-    const int64_t c = channel_of(i, s), b = i / (s.C * s.L), bg = b * s.G + c / per;
-    const T s1 = scale ? T(1) + scale[b * s.C + c] : T(1), sh = shift ? shift[b * s.C + c] : T(0);
-    const ElemGrad<T> e = norm_film_silu_grad_elem(dy[i], x[i], mean[bg], rstd[bg], w[c], bias[c], s1, sh);
-    dx[i] = norm_input_grad_elem(e.dg, x[i], mean[bg], rstd[bg], w[c], m[2 * bg], m[2 * bg + 1]);
+    const Site<T> e = site_of(i, s, scale, shift);
+    const T mu = mean[e.bg], r = rstd[e.bg];
+    const ElemGrad<T> g = norm_film_silu_grad_elem(dy[i], x[i], mu, r, w[e.c], bias[e.c], e.s1, e.sh);
+    dx[i] = norm_input_grad_elem(g.dg, x[i], mu, r, w[e.c], m[2 * e.bg], m[2 * e.bg + 1]);
   }
 }
 
@@ -153,10 +162,6 @@ int grid_for(int64_t n) {
   C10_CUDA_CHECK(cudaDeviceGetAttribute(&sms, cudaDevAttrMultiProcessorCount, c10::cuda::current_device()));
   return static_cast<int>(std::max<int64_t>(1, std::min<int64_t>((n + kBlockThreads - 1) / kBlockThreads,
                                                                   static_cast<int64_t>(sms) * 32)));
-}
-
-bool keeps_channels_last(const at::Tensor& x) {
-  return x.dim() == 4 && !x.is_contiguous() && x.is_contiguous(at::MemoryFormat::ChannelsLast);
 }
 
 void check_cuda(const at::Tensor& x) {
@@ -206,16 +211,9 @@ std::tuple<at::Tensor, at::Tensor, at::Tensor, at::Tensor, at::Tensor> norm_film
     const at::Tensor& grad_in, const at::Tensor& x_in, const at::Tensor& weight_in, const at::Tensor& bias_in,
     const std::optional<at::Tensor>& scale_in, const std::optional<at::Tensor>& shift_in, const at::Tensor& mean_in,
     const at::Tensor& rstd_in, int64_t groups) {
-  check_norm_film_silu(x_in, weight_in, bias_in, scale_in, shift_in, groups, 1.0);
+  check_norm_film_silu_backward(grad_in, x_in, weight_in, bias_in, scale_in, shift_in, mean_in, rstd_in, groups);
   check_cuda(x_in);
-  TORCH_CHECK(grad_in.sizes() == x_in.sizes(), "pydiffusion: grad_y must be shaped like x ", x_in.sizes(), ", got ",
-              grad_in.sizes());
-  check_same(x_in, grad_in, "grad_y");
   const int64_t B = x_in.size(0), C = x_in.size(1);
-  TORCH_CHECK(mean_in.sizes() == rstd_in.sizes() && mean_in.dim() == 2 && mean_in.size(0) == B &&
-                  mean_in.size(1) == groups,
-              "pydiffusion: mean and rstd must be [B, groups] = [", B, ", ", groups, "], got ", mean_in.sizes(),
-              " and ", rstd_in.sizes());
   const c10::cuda::CUDAGuard guard(x_in.device());
   const bool cl = keeps_channels_last(x_in);
   const auto x = cl ? x_in : x_in.contiguous();
